@@ -1,0 +1,102 @@
+"""MobileNetV2 encoder with the skip taps of the TensorFlow "Image segmentation" tutorial.
+
+The tutorial takes five Keras layer outputs as skips. In torchvision's layout they are:
+
+==========================  ===========================================  ======  ==============
+Keras layer                 torchvision module                           stride  channels (x1.0)
+==========================  ===========================================  ======  ==============
+``block_1_expand_relu``     ``features[2].conv[0]`` (1x1 expand, ReLU6)  2       96
+``block_3_expand_relu``     ``features[4].conv[0]``                      4       144
+``block_6_expand_relu``     ``features[7].conv[0]``                      8       192
+``block_13_expand_relu``    ``features[14].conv[0]``                     16      576
+``block_16_project``        ``features[17]`` output (project + BN)       32      320
+==========================  ===========================================  ======  ==============
+
+The expand taps sit *inside* inverted-residual blocks, so those blocks are run in two halves. The module tree
+is torchvision's own (``features.0`` ... ``features.17``), which keeps state-dict keys identical and lets any
+torchvision ``mobilenet_v2`` weight file load directly. ``features[18]`` (the 1280-channel head conv) comes
+after the last tap, so it is dropped: it would cost compute and parameters for nothing.
+
+Note: Keras' ``block_16_project`` is the projection conv *before* its BatchNorm; we tap after the BN (the
+block's output), which is what the next torchvision layer consumes and what ImageNet weights were trained with.
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch import Tensor, nn
+from torchvision.models import mobilenet_v2
+
+from .weights import load_encoder_weights
+
+EXPAND_TAPS: tuple[int, ...] = (2, 4, 7, 14)  # blocks whose expand (conv[0]) output is a skip
+LAST_BLOCK = 17  # its output is the deepest feature; features[18] is not built into the encoder
+STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
+
+
+def run_split_block(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run a torchvision ``InvertedResidual`` in two halves, returning ``(block output, expand output)``.
+
+    Why a helper: the expand output is needed as a skip, and the residual addition must still use the
+    block *input* ``x``, exactly as ``InvertedResidual.forward`` does, or blocks with a residual would silently
+    compute something else.
+    """
+    expanded = block.conv[0](x)
+    y = expanded
+    for layer in list(block.conv)[1:]:
+        y = layer(y)
+    out = x + y if block.use_res_connect else y
+    return out, expanded
+
+
+class MobileNetV2Encoder(nn.Module):
+    """MobileNetV2 feature extractor returning the tutorial's five skips (strides 2, 4, 8, 16, 32).
+
+    Expects ImageNet-normalised input (the :class:`~mobileseg.models.Segmenter` normalises for you).
+
+    Args:
+        width_mult: MobileNetV2 width multiplier; channels scale and round as in torchvision.
+        weights: ``'imagenet'`` (torchvision's ImageNet weights, see :func:`load_encoder_weights`), ``'none'`` or
+            ``None`` (random init, as torchvision initialises), or a path to a torchvision-layout state dict.
+
+    Attributes:
+        out_channels: channels of the five feature maps, shallow to deep ((96, 144, 192, 576, 320) at x1.0).
+        strides: their strides relative to the input.
+
+    Example:
+        >>> import torch
+        >>> enc = MobileNetV2Encoder(weights=None)
+        >>> [tuple(f.shape[1:]) for f in enc(torch.zeros(1, 3, 64, 64))]
+        [(96, 32, 32), (144, 16, 16), (192, 8, 8), (576, 4, 4), (320, 2, 2)]
+    """
+
+    def __init__(self, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        self.width_mult = float(width_mult)
+        full = mobilenet_v2(weights=None, width_mult=width_mult)
+        self.features = full.features[: LAST_BLOCK + 1]  # indices (and so keys) 0..17 as in torchvision
+        self.out_channels: tuple[int, ...] = tuple(
+            [self.features[i].conv[0].out_channels for i in EXPAND_TAPS] + [self.features[LAST_BLOCK].out_channels]
+        )
+        self.strides = STRIDES
+        self._expand_taps = frozenset(EXPAND_TAPS)
+        if weights is not None and str(weights).lower() != "none":
+            load_encoder_weights(self, weights)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Return the five feature maps, shallow (stride 2) to deep (stride 32)."""
+        feats: list[Tensor] = []
+        for i, block in enumerate(self.features):
+            if i in self._expand_taps:
+                x, expanded = run_split_block(block, x)
+                feats.append(expanded)
+            else:
+                x = block(x)
+        feats.append(x)
+        return feats
+
+
+__all__ = ["MobileNetV2Encoder", "run_split_block", "EXPAND_TAPS", "STRIDES"]

@@ -1,0 +1,290 @@
+"""The segmentation model: ImageNet normalisation + MobileNetV2 encoder + pix2pix decoder.
+
+The model owns its input normalisation (as persistent buffers), so training, prediction and exported files
+all take plain RGB in [0, 1] and cannot disagree about mean/std. A checkpoint stores the constructor
+arguments next to the weights, so :meth:`Segmenter.from_checkpoint` rebuilds the exact model from the file
+alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mobileseg.config import STRIDE  # the encoder's output stride: input sides must be multiples of it
+
+from .decoder import Pix2PixDecoder
+from .encoder import MobileNetV2Encoder
+from .weights import WeightsError, safe_torch_load
+
+if TYPE_CHECKING:
+    from mobileseg.config import ModelConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMGSZ = (224, 224)
+
+
+def _size_hint(h: int, w: int) -> str:
+    """Nearest valid sizes around ``h x w``, to put in the error message."""
+
+    def down(v: int) -> int:
+        return max(STRIDE, v // STRIDE * STRIDE)
+
+    def up(v: int) -> int:
+        return max(STRIDE, -(-v // STRIDE) * STRIDE)
+
+    def nearest(v: int) -> int:
+        return max(STRIDE, round(v / STRIDE) * STRIDE)
+
+    return f"nearest valid size {nearest(h)}x{nearest(w)} (round down {down(h)}x{down(w)}, up {up(h)}x{up(w)})"
+
+
+def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(imgsz, int):
+        return imgsz, imgsz
+    h, w = (int(v) for v in imgsz)
+    return h, w
+
+
+class Segmenter(nn.Module):
+    """MobileNetV2 + pix2pix segmentation network (the TensorFlow tutorial's model) taking RGB in [0, 1].
+
+    Input sides must be multiples of 32 (anything else raises ``ValueError`` naming the nearest valid sizes;
+    ``predict`` resizes for you). Output: logits ``(N, num_classes, H, W)`` at the input resolution; for
+    ``num_classes == 1`` a single binary (foreground) logit map.
+
+    Args:
+        num_classes: output channels; 1 means binary segmentation.
+        width_mult: MobileNetV2 width multiplier.
+        encoder_weights: ``'imagenet'``, ``'none'``/``None`` or a path to a torchvision MobileNetV2 state dict.
+        kernel_size: kernel of the decoder's transposed convs (3 as in the tutorial).
+        decoder_dropout: dropout probability in the decoder's upsample blocks.
+        freeze_encoder: start with the encoder's parameters frozen (the tutorial trains the decoder only).
+        freeze_bn: keep the encoder's BatchNorm layers in eval mode during training (fixed running stats;
+            their affine parameters still train unless the encoder is frozen). Keras' ``trainable=False``, as
+            in the tutorial, does both, so use ``freeze_encoder=True, freeze_bn=True`` to match it.
+
+    Attributes:
+        num_classes: output channels. binary: ``num_classes == 1``.
+        init_args: the constructor arguments, so a checkpoint can rebuild the model (see ``to_checkpoint``).
+        encoder: :class:`MobileNetV2Encoder`. decoder: :class:`Pix2PixDecoder`.
+        names: class names (set from a checkpoint) or None. imgsz: the (H, W) it was trained at, default 224x224.
+
+    Example:
+        >>> model = Segmenter(num_classes=1, encoder_weights=None).eval()
+        >>> model(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 1, 224, 224])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        width_mult: float = 1.0,
+        encoder_weights: str | os.PathLike[str] | None = None,
+        kernel_size: int = 3,
+        decoder_dropout: float = 0.0,
+        freeze_encoder: bool = False,
+        freeze_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer (1 = binary), got {num_classes}")
+        if not 0 <= decoder_dropout < 1:
+            raise ValueError(f"decoder_dropout must be in [0, 1), got {decoder_dropout}")
+        self.init_args: dict[str, Any] = {
+            "num_classes": int(num_classes),
+            "width_mult": float(width_mult),
+            "encoder_weights": None if encoder_weights is None else str(encoder_weights),
+            "kernel_size": int(kernel_size),
+            "decoder_dropout": float(decoder_dropout),
+            "freeze_encoder": bool(freeze_encoder),
+            "freeze_bn": bool(freeze_bn),
+        }
+        self.num_classes = int(num_classes)
+        self.binary = self.num_classes == 1
+        self.freeze_bn = bool(freeze_bn)
+        self.freeze_encoder = False
+        self.names: list[str] | None = None
+        self.imgsz: tuple[int, int] = DEFAULT_IMGSZ
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=True)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=True)
+        self.encoder = MobileNetV2Encoder(width_mult=width_mult, weights=encoder_weights)
+        self.decoder = Pix2PixDecoder(
+            self.encoder.out_channels, num_classes=self.num_classes, kernel_size=kernel_size, dropout=decoder_dropout
+        )
+        self.set_encoder_frozen(freeze_encoder)
+        self.train(self.training)  # apply freeze_bn from the start
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``(N, 3, H, W)`` with H and W multiples of 32."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an RGB batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if h % STRIDE or w % STRIDE or h == 0 or w == 0:
+            raise ValueError(
+                f"input size {h}x{w} (HxW) is not a multiple of {STRIDE} on both sides (MobileNetV2 downsamples "
+                f"by {STRIDE}); {_size_hint(h, w)}. Resize or pad the image (predict does this for you)."
+            )
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Normalise RGB in [0, 1] and return the encoder's five feature maps (strides 2..32)."""
+        # Under tracing/export, shapes may be symbolic; the check is for eager users and would only add guards.
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self.check_input(x)
+        return self.encoder((x - self.mean) / self.std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, num_classes, H, W)`` for RGB input ``(N, 3, H, W)`` in [0, 1]."""
+        return self.decoder(self.encode(x))
+
+    # ------------------------------------------------------------------------------------------ training aids
+    def set_encoder_frozen(self, frozen: bool = True) -> None:
+        """Turn ``requires_grad`` off (or back on) for every encoder parameter."""
+        self.freeze_encoder = bool(frozen)
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+
+    def train(self, mode: bool = True) -> Segmenter:
+        """Set train/eval mode; with ``freeze_bn`` the encoder's BatchNorm layers stay in eval mode."""
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.encoder.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    # --------------------------------------------------------------------------------------------- summary
+    def summary(self, imgsz: int | Sequence[int] = DEFAULT_IMGSZ) -> dict[str, Any]:
+        """Parameter counts and compute at ``imgsz``.
+
+        Returns a dict with ``params`` (all parameters), ``trainable`` (those with ``requires_grad``),
+        ``bn_buffers`` (BatchNorm running mean/var elements; Keras counts these as non-trainable params, so
+        ``params + bn_buffers`` is the figure comparable to a Keras ``model.summary()``), ``gflops`` and ``imgsz``.
+
+        GFLOPs convention: ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-add of the
+        convolutions and matmuls (BatchNorm, activations and additions are not counted), for one image
+        (batch 1) at ``imgsz``; i.e. ``gflops = 2 * MACs / 1e9``.
+        """
+        h, w = _as_hw(imgsz)
+        params = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        bn_buffers = sum(
+            m.running_mean.numel() + m.running_var.numel()
+            for m in self.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+        )
+        ref = self.mean
+        x = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
+        was_training = self.training
+        self.eval()  # no running-stat updates, no dropout
+        try:
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                self(x)
+        finally:
+            self.train(was_training)
+        return {
+            "params": params,
+            "trainable": trainable,
+            "bn_buffers": bn_buffers,
+            "gflops": counter.get_total_flops() / 1e9,
+            "imgsz": (h, w),
+        }
+
+    def format_summary(self, imgsz: int | Sequence[int] = DEFAULT_IMGSZ) -> str:
+        """One line: architecture, classes, parameters and GFLOPs at ``imgsz``."""
+        s = self.summary(imgsz)
+        h, w = s["imgsz"]
+        kind = "binary" if self.binary else f"{self.num_classes} classes"
+        return (
+            f"Segmenter (MobileNetV2 x{self.init_args['width_mult']:g} + pix2pix, {kind}): "
+            f"{s['params'] / 1e6:.2f}M params ({s['trainable'] / 1e6:.2f}M trainable), "
+            f"{s['gflops']:.2f} GFLOPs at {h}x{w}"
+        )
+
+    # ------------------------------------------------------------------------------------ build and restore
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> Segmenter:
+        """Build from the ``model`` section of a :class:`mobileseg.config.Config`."""
+        return cls(
+            num_classes=num_classes,
+            width_mult=model_cfg.width_mult,
+            encoder_weights=model_cfg.encoder_weights,
+            kernel_size=model_cfg.kernel_size,
+            decoder_dropout=model_cfg.decoder_dropout,
+            freeze_encoder=model_cfg.freeze_encoder,
+            freeze_bn=model_cfg.freeze_bn,
+        )
+
+    def checkpoint_args(self) -> dict[str, Any]:
+        """``init_args`` as a checkpoint must store them: ``encoder_weights=None`` so a rebuild loads nothing."""
+        return {**self.init_args, "encoder_weights": None}
+
+    def to_checkpoint(
+        self, names: Sequence[str] | None = None, imgsz: int | Sequence[int] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """A checkpoint dict that :meth:`from_checkpoint` accepts (``model``, ``model_args``, ``names``, ``imgsz``).
+
+        ``extra`` entries (optimizer state, epoch, ...) are added as they are.
+        """
+        names = self.names if names is None else names
+        h, w = _as_hw(self.imgsz if imgsz is None else imgsz)
+        return {
+            "model": self.state_dict(),
+            "model_args": self.checkpoint_args(),
+            "names": None if names is None else list(names),
+            "imgsz": [h, w],
+            **extra,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: Any = "cpu") -> Segmenter:
+        """Rebuild the exact model from a checkpoint file alone (returned in eval mode).
+
+        The file must be a dict with ``model`` (state dict) and ``model_args`` (the constructor arguments);
+        optional ``names`` (class names) and ``imgsz`` ([H, W]) become ``model.names`` / ``model.imgsz``.
+        It is read with :func:`safe_torch_load`, so a file that would run code is refused.
+
+        Raises:
+            WeightsError: the file is unreadable, not in that form, or does not match its own ``model_args``.
+        """
+        ckpt = safe_torch_load(path, map_location=map_location)
+        if not isinstance(ckpt, Mapping) or "model" not in ckpt or "model_args" not in ckpt:
+            if isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
+                what = "a bare state dict"
+            elif isinstance(ckpt, Mapping):
+                what = f"a dict with keys {sorted(map(str, ckpt))[:8]}"
+            else:
+                what = f"a {type(ckpt).__name__}"
+            raise WeightsError(
+                f"{path} is {what}, not a mobileseg checkpoint: expected a dict with 'model' (state dict) and "
+                f"'model_args' (constructor arguments), as saved by training or Segmenter.to_checkpoint()"
+            )
+        args = dict(ckpt["model_args"])
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise WeightsError(f"{path}: model_args has unknown entries {unknown} (made by a newer mobileseg?)")
+        args["encoder_weights"] = None  # the state dict holds every weight; never download or read others
+        try:
+            model = cls(**args)
+        except (TypeError, ValueError) as e:
+            raise WeightsError(f"{path}: cannot rebuild the model from model_args {args}: {e}") from None
+        try:
+            model.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split())[:400]
+            raise WeightsError(f"{path}: weights do not match model_args: {detail}") from None
+        model.names = None if ckpt.get("names") is None else [str(n) for n in ckpt["names"]]
+        model.imgsz = DEFAULT_IMGSZ if ckpt.get("imgsz") is None else _as_hw(ckpt["imgsz"])
+        if isinstance(map_location, str | torch.device):
+            model.to(map_location)
+        return model.eval()

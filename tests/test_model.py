@@ -1,0 +1,251 @@
+"""Architecture tests: shapes, skip taps vs torchvision, parameter count, size errors, freezing, summary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2
+
+from mobileseg.config import ModelConfig
+from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, Segmenter
+from mobileseg.models.decoder import same_padding_transpose
+from mobileseg.models.encoder import run_split_block
+
+# The TF "Image segmentation" tutorial's model.summary(): 6,504,227 total params (3 output classes, k=3).
+# Keras counts BatchNorm moving mean/variance as (non-trainable) params, so the comparable PyTorch figure is
+# parameters + BN running_mean/var elements. Keras' last skip is the conv 'block_16_project' *before* its BN;
+# we tap after that BN (the block output), which adds 4 * 320 = 1280 of those counted values.
+KERAS_TUTORIAL_PARAMS = 6_504_227
+BLOCK_16_PROJECT_BN = 4 * 320
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[int, Segmenter]:
+    return {c: Segmenter(num_classes=c, encoder_weights=None).eval() for c in (1, 3)}
+
+
+def _randomise_bn(module: nn.Module) -> None:
+    """Non-trivial running stats, so a mistake in which BN runs where would show."""
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+@pytest.mark.parametrize("hw", [(224, 224), (256, 320), (352, 480)])
+def test_output_shape(models: dict[int, Segmenter], num_classes: int, hw: tuple[int, int]) -> None:
+    model = models[num_classes]
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, *hw))
+    assert y.shape == (1, num_classes, *hw)
+    assert model.num_classes == num_classes and model.binary == (num_classes == 1)
+
+
+def test_batch_dimension(models: dict[int, Segmenter]) -> None:
+    with torch.no_grad():
+        assert models[3](torch.rand(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+
+
+def test_skip_shapes_match_tutorial(models: dict[int, Segmenter]) -> None:
+    enc = models[1].encoder
+    assert enc.out_channels == (96, 144, 192, 576, 320)
+    with torch.no_grad():
+        feats = models[1].encode(torch.rand(1, 3, 224, 224))
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (96, 112, 112),
+        (144, 56, 56),
+        (192, 28, 28),
+        (576, 14, 14),
+        (320, 7, 7),
+    ]
+    assert enc.strides == (2, 4, 8, 16, 32)
+    assert not any(k.startswith("features.18") for k in enc.state_dict())
+    assert len(enc.features) == 18
+
+
+@pytest.mark.parametrize("width", [0.5, 1.4])
+def test_out_channels_scale_with_width(width: float) -> None:
+    enc = MobileNetV2Encoder(width_mult=width).eval()
+    with torch.no_grad():
+        feats = enc(torch.rand(1, 3, 64, 64))
+    assert tuple(f.shape[1] for f in feats) == enc.out_channels
+    tv = mobilenet_v2(width_mult=width)
+    expected = tuple(tv.features[i].conv[0].out_channels for i in (2, 4, 7, 14)) + (tv.features[17].out_channels,)
+    assert enc.out_channels == expected
+
+
+def test_taps_equal_torchvision_reference() -> None:
+    """Hooks on an unmodified torchvision model with the same weights give the same five tensors."""
+    tv = mobilenet_v2()
+    _randomise_bn(tv)
+    tv.eval()
+    enc = MobileNetV2Encoder().eval()
+    enc.load_state_dict({k: v for k, v in tv.state_dict().items() if k.startswith("features.")}, strict=False)
+    captured: list[torch.Tensor] = []
+    modules = [tv.features[i].conv[0] for i in (2, 4, 7, 14)] + [tv.features[17]]
+    handles = [m.register_forward_hook(lambda _m, _i, out: captured.append(out)) for m in modules]
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        logits_tv = tv(x)
+        ours = enc(x)
+        # The deepest tap feeds torchvision's head exactly as features[17] does inside torchvision.
+        pooled = nn.functional.adaptive_avg_pool2d(tv.features[18](ours[-1]), 1).flatten(1)
+        logits_ours = tv.classifier(pooled)
+    for h in handles:
+        h.remove()
+    assert len(captured) == 5
+    for a, b in zip(ours, captured, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(logits_ours, logits_tv)
+
+
+def test_split_block_keeps_residual() -> None:
+    """Splitting a block with a residual connection (features[3]: 24 -> 24, stride 1) must still add it."""
+    block = mobilenet_v2().features[3]
+    _randomise_bn(block)
+    block.eval()
+    assert block.use_res_connect
+    x = torch.randn(1, 24, 16, 16)
+    with torch.no_grad():
+        out, expanded = run_split_block(block, x)
+        assert torch.equal(out, block(x))
+        assert torch.equal(expanded, block.conv[0](x))
+
+
+def test_param_count_matches_keras_tutorial() -> None:
+    """Keras convention (params + BN moving stats) at 1 class within 1 % of 6.50 M; exact for 3 classes."""
+    one = Segmenter(num_classes=1).summary()
+    keras_like = one["params"] + one["bn_buffers"]
+    assert keras_like == 6_502_625
+    assert abs(keras_like - 6.50e6) / 6.50e6 < 0.01
+    assert one["params"] == 6_469_153  # what PyTorch itself counts (BN buffers excluded)
+    three = Segmenter(num_classes=3).summary()
+    assert three["params"] + three["bn_buffers"] - BLOCK_16_PROJECT_BN == KERAS_TUTORIAL_PARAMS
+
+
+def test_decoder_channels_follow_tutorial(models: dict[int, Segmenter]) -> None:
+    dec = models[1].decoder
+    convs = [b[0] for b in dec.blocks]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(320, 512), (1088, 256), (448, 128), (272, 64)]
+    assert all(c.bias is None and c.stride == (2, 2) for c in convs)
+    assert (dec.head.in_channels, dec.head.out_channels) == (160, 1) and dec.head.bias is not None
+    assert (convs[0].padding, convs[0].output_padding) == ((1, 1), (1, 1))
+
+
+def test_decoder_init_is_pix2pix() -> None:
+    dec = Pix2PixDecoder((96, 144, 192, 576, 320))
+    w = dec.blocks[1][0].weight
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+    bn = dec.blocks[0][1]
+    assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 7])
+def test_kernel_sizes_double_resolution(k: int) -> None:
+    p, op = same_padding_transpose(k)
+    assert p == (k - 1) // 2 and op == 2 + 2 * p - k and 0 <= op < 2
+    model = Segmenter(num_classes=2, width_mult=0.35, kernel_size=k).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 96)).shape == (1, 2, 64, 96)
+
+
+def test_dropout_in_upsample_blocks() -> None:
+    model = Segmenter(decoder_dropout=0.5, width_mult=0.35)
+    assert sum(isinstance(m, nn.Dropout) for m in model.decoder.modules()) == 4
+
+
+@pytest.mark.parametrize("hw", [(250, 300), (224, 230), (16, 224)])
+def test_bad_size_is_a_clear_error(models: dict[int, Segmenter], hw: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match=rf"{hw[0]}x{hw[1]}.*multiple of 32.*nearest valid size"):
+        models[1](torch.rand(1, 3, *hw))
+
+
+def test_bad_size_names_nearest_sizes(models: dict[int, Segmenter]) -> None:
+    with pytest.raises(ValueError) as err:
+        models[1](torch.rand(1, 3, 250, 300))
+    assert "256x288" in str(err.value) and "224x288" in str(err.value) and "256x320" in str(err.value)
+
+
+def test_wrong_channels_is_a_clear_error(models: dict[int, Segmenter]) -> None:
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        models[1](torch.rand(1, 1, 64, 64))
+
+
+def test_normalisation_is_in_the_model_and_state_dict(models: dict[int, Segmenter]) -> None:
+    model = models[1]
+    sd = model.state_dict()
+    assert torch.allclose(sd["mean"].flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert torch.allclose(sd["std"].flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.encode(x)[0], model.encoder((x - model.mean) / model.std)[0])
+
+
+def test_freeze_encoder_gets_no_gradient() -> None:
+    model = Segmenter(width_mult=0.35, freeze_encoder=True)
+    model(torch.rand(1, 3, 64, 64)).mean().backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    model.set_encoder_frozen(False)
+    assert all(p.requires_grad for p in model.encoder.parameters())
+    summary = model.summary(64)
+    assert summary["trainable"] == summary["params"]
+
+
+def test_freeze_bn_keeps_encoder_running_stats() -> None:
+    model = Segmenter(width_mult=0.35, freeze_bn=True)
+    model.train()
+    assert model.training
+    enc_bn = [m for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    dec_bn = [m for m in model.decoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(not m.training for m in enc_bn) and all(m.training for m in dec_bn)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    dec_before = dec_bn[0].running_mean.clone()
+    model(torch.rand(2, 3, 64, 64)).mean().backward()
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(dec_before, dec_bn[0].running_mean)
+    assert any(p.grad is not None for p in model.encoder.parameters())  # only the stats are frozen
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+def test_summary_and_format(models: dict[int, Segmenter]) -> None:
+    model = models[1]
+    s = model.summary((224, 224))
+    assert s["params"] == sum(p.numel() for p in model.parameters()) and s["imgsz"] == (224, 224)
+    assert 3.0 < s["gflops"] < 4.0  # 2 * multiply-adds; the pix2pix decoder dominates
+    assert model.summary((448, 448))["gflops"] == pytest.approx(4 * s["gflops"], rel=0.01)
+    line = model.format_summary(224)
+    assert "\n" not in line and "GFLOPs" in line and "224x224" in line and "6.47M" in line
+    assert not model.training  # summary restores the mode
+
+
+def test_init_args_and_from_config() -> None:
+    cfg = ModelConfig(width_mult=0.35, encoder_weights="none", kernel_size=4, decoder_dropout=0.1, freeze_bn=True)
+    model = Segmenter.from_config(cfg, num_classes=3)
+    assert model.init_args == {
+        "num_classes": 3,
+        "width_mult": 0.35,
+        "encoder_weights": "none",
+        "kernel_size": 4,
+        "decoder_dropout": 0.1,
+        "freeze_encoder": False,
+        "freeze_bn": True,
+    }
+    assert model.freeze_bn and model.names is None and model.imgsz == (224, 224)
+    assert Segmenter(**model.init_args).state_dict().keys() == model.state_dict().keys()
+
+
+def test_invalid_constructor_args() -> None:
+    with pytest.raises(ValueError, match="num_classes"):
+        Segmenter(num_classes=0)
+    with pytest.raises(ValueError, match="decoder_dropout"):
+        Segmenter(decoder_dropout=1.0)
