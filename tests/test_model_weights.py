@@ -63,7 +63,8 @@ def test_loading_state_dict_changes_outputs_and_equals_torchvision(tmp_path: Pat
     for h in hooks:
         h.remove()
     assert not torch.allclose(before[-1], after[-1])
-    assert torch.equal(after[0], captured[0]) and torch.equal(after[-1], captured[1])
+    # The Segmenter runs NHWC (channels_last) kernels, torchvision NCHW ones: equal up to float rounding.
+    assert torch.allclose(after[0], captured[0], atol=1e-5) and torch.allclose(after[-1], captured[1], atol=1e-5)
     tv_features = {k: v for k, v in tv.state_dict().items() if k.startswith("features.") and "features.18" not in k}
     for k, v in loaded.encoder.state_dict().items():
         assert torch.equal(v, tv_features[k]), k

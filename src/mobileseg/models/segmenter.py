@@ -121,6 +121,10 @@ class Segmenter(nn.Module):
         )
         self.set_encoder_frozen(freeze_encoder)
         self.train(self.training)  # apply freeze_bn from the start
+        # NHWC ("channels_last") weights and activations: on the CPU, PyTorch's NCHW ConvTranspose2d falls back
+        # to a slow path that made a training step ~10x slower than NHWC (1.1 vs 13 img/s at batch 8, 224 px).
+        # The layout changes no result; load_state_dict and .to(device) keep it.
+        self.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------------------------------------- forward
     def check_input(self, x: Tensor) -> None:
@@ -139,6 +143,7 @@ class Segmenter(nn.Module):
         # Under tracing/export, shapes may be symbolic; the check is for eager users and would only add guards.
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder((x - self.mean) / self.std)
 
     def forward(self, x: Tensor) -> Tensor:
