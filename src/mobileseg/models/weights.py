@@ -69,10 +69,16 @@ def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         with warnings.catch_warnings():  # noise about pickle protocols of files we are about to refuse anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
         imported = _pickled_globals(p)
         if imported:
-            shown = next((g for g in imported if not g.startswith(("torch.", "collections."))), imported[0])
+            # Name the import torch actually refused when it says; else the first non-torch one in the file.
+            refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            shown = (
+                refused.group(1)
+                if refused
+                else next((g for g in imported if not g.startswith(("torch.", "collections."))), imported[0])
+            )
             raise WeightsError(
                 f"{p} is not a plain weights file: it contains Python objects (e.g. {shown}) whose loading "
                 f"could run code, which torch.load(weights_only=True) refuses. It was not loaded, for safety. "

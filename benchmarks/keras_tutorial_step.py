@@ -1,0 +1,100 @@
+"""The TensorFlow "Image segmentation" tutorial's model, timed on this machine (reference for train_speed.py).
+
+Runs in its own environment with tensorflow-cpu (never a dependency of mobileseg). Prints one JSON line:
+train and inference images/s (median over timed steps after warm-up), batch 8, 224 px, binary output.
+
+    python benchmarks/keras_tutorial_step.py --threads 2 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+
+def build_model(size: int = 224, out_channels: int = 1):  # type: ignore[no-untyped-def]
+    import tensorflow as tf
+
+    base = tf.keras.applications.MobileNetV2(input_shape=[size, size, 3], include_top=False, weights=None)
+    names = [
+        "block_1_expand_relu",
+        "block_3_expand_relu",
+        "block_6_expand_relu",
+        "block_13_expand_relu",
+        "block_16_project",
+    ]
+    down_stack = tf.keras.Model(inputs=base.input, outputs=[base.get_layer(n).output for n in names])
+
+    def upsample(filters: int):  # pix2pix.upsample(filters, 3), apply_dropout=False
+        init = tf.random_normal_initializer(0.0, 0.02)
+        return tf.keras.Sequential(
+            [
+                tf.keras.layers.Conv2DTranspose(
+                    filters, 3, strides=2, padding="same", kernel_initializer=init, use_bias=False
+                ),
+                tf.keras.layers.BatchNormalization(),
+                tf.keras.layers.ReLU(),
+            ]
+        )
+
+    inputs = tf.keras.layers.Input(shape=[size, size, 3])
+    skips = down_stack(inputs)
+    x = skips[-1]
+    for up, skip in zip([upsample(512), upsample(256), upsample(128), upsample(64)], reversed(skips[:-1]), strict=True):
+        x = tf.keras.layers.Concatenate()([up(x), skip])
+    x = tf.keras.layers.Conv2DTranspose(out_channels, 3, strides=2, padding="same")(x)
+    return tf.keras.Model(inputs=inputs, outputs=x)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = build_model(args.size)
+    model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, args.size, args.size, 3), dtype=np.float32)
+    y = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype(np.float32)
+
+    def timed(fn) -> list[float]:  # type: ignore[no-untyped-def]
+        for _ in range(args.warmup):
+            fn()
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return times
+
+    train = timed(lambda: model.train_on_batch(x, y))
+    infer = timed(lambda: model.predict_on_batch(x))
+    print(
+        json.dumps(
+            {
+                "framework": f"tensorflow {tf.__version__} / keras {tf.keras.__version__}",
+                "params": int(model.count_params()),
+                "train_img_s": args.batch / statistics.median(train),
+                "infer_img_s": args.batch / statistics.median(infer),
+                "threads": args.threads,
+                "batch": args.batch,
+                "size": args.size,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""``mobileseg <command> key=value ...``: one command shape for every task; each command calls the Python API.
+
+``--key value``, ``--key=value`` and a bare ``--flag`` (= true) are read as ``key=value`` too, and a bare
+argument fills the command's main key (the dataset for train/check-data, the source for predict, the weights for
+val/test/export/benchmark/serve when it names a model file).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+COMMANDS: dict[str, str] = {
+    "train": "train a model (data=<yaml|folder|preset>, default: the bundled pets sample)",
+    "val": "evaluate weights=<best.pt> on the val split",
+    "test": "evaluate weights=<best.pt> on the test split",
+    "predict": "segment new images: weights=<best.pt|model.onnx> source=<file|folder|glob|list>",
+    "export": "export weights=<best.pt> to format=onnx|torchscript (int8=true for int8 ONNX)",
+    "benchmark": "measure inference speed of weights=<best.pt> (PyTorch, ONNX Runtime fp32/int8)",
+    "check-data": "check a dataset: counts, sizes, mask values, and every problem with its file",
+    "serve": "web page + HTTP API for a model: weights=<best.pt|model.onnx> [host=127.0.0.1] [port=8000]",
+}
+
+USAGE = """usage: mobileseg <command> [key=value ...] [cfg=<config.yaml>]
+
+commands:
+{commands}
+
+examples:
+  mobileseg train epochs=1                                  # the bundled pets sample
+  mobileseg train preset=oxford_pets data=path/to/oxford_pets epochs=30 encoder_weights=path/to/weights.pt
+  mobileseg test weights=runs/train/exp/weights/best.pt
+  mobileseg predict weights=runs/train/exp/weights/best.pt source=images/
+  mobileseg check-data preset=camvid data=path/to/camvid
+
+Run 'mobileseg <command> --help' for every key with its default."""
+
+
+def _usage() -> str:
+    return USAGE.format(commands="\n".join(f"  {k:<11} {v}" for k, v in COMMANDS.items()))
+
+
+def parse_args(command: str, argv: list[str]) -> list[str]:
+    """Normalise argv to ``key=value`` strings (``--key value``, ``--flag``, positionals)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            body = arg[2:].replace("-", "_")
+            if "=" in body:
+                out.append(body)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
+                out.append(f"{body}={argv[i + 1]}")
+                i += 1
+            else:
+                out.append(f"{body}=true")
+        elif "=" in arg:
+            out.append(arg)
+        else:
+            out.append(f"{_positional_key(command, arg)}={arg}")
+        i += 1
+    return out
+
+
+def _positional_key(command: str, arg: str) -> str:
+    if command == "predict":
+        return "source"
+    if command in ("val", "test", "export", "benchmark", "serve") and arg.endswith((".pt", ".onnx", ".pth")):
+        return "weights"
+    return "data"
+
+
+def _split_cfg(args: list[str]) -> tuple[str | None, list[str]]:
+    cfg = None
+    rest = []
+    for a in args:
+        if a.startswith("cfg="):
+            cfg = a[4:]
+        else:
+            rest.append(a)
+    return cfg, rest
+
+
+def _run(command: str, args: list[str]) -> int:
+    import mobileseg
+    from mobileseg.config import load_config
+
+    cfg_file, overrides = _split_cfg(args)
+    cfg = load_config(cfg_file, overrides)
+    actions: dict[str, Callable[[], Any]] = {
+        "train": lambda: mobileseg.train(cfg),
+        "val": lambda: mobileseg.val(cfg, split=cfg.runtime.split),
+        "test": lambda: mobileseg.test(cfg),
+        "predict": lambda: mobileseg.predict(cfg),
+        "export": lambda: mobileseg.export(cfg),
+        "benchmark": lambda: mobileseg.benchmark(cfg),
+        "serve": lambda: mobileseg.serve(cfg),
+    }
+    if command == "check-data":
+        report = mobileseg.check_data(cfg)
+        print(report.format())
+        return 0 if report.ok else 1
+    result = actions[command]()
+    if command == "train" and getattr(result, "stopped", "") == "interrupted":
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from mobileseg import __version__
+
+        print(f"mobileseg {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"mobileseg: unknown command '{command}'.{hint}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in rest):
+        from mobileseg.config import key_help
+
+        print(f"usage: mobileseg {command} [key=value ...]\n\n{COMMANDS[command]}\n\nkeys:\n{key_help()}")
+        return 0
+    try:
+        return _run(command, parse_args(command, rest))
+    except KeyboardInterrupt:
+        print("\nmobileseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one readable line for the user; MOBILESEG_DEBUG=1 shows the traceback
+        if os.environ.get("MOBILESEG_DEBUG"):
+            raise
+        expected = _expected_errors()
+        if not isinstance(e, expected):
+            raise
+        print(f"mobileseg {command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that carry a message for the user (bad config, data, weights or paths), not a bug."""
+    from mobileseg.config import ConfigError
+    from mobileseg.data import DataError
+    from mobileseg.engine.trainer import NonFiniteLossError
+    from mobileseg.models import WeightsError
+
+    return (ConfigError, DataError, WeightsError, NonFiniteLossError, FileNotFoundError, ValueError, OSError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

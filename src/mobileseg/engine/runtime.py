@@ -1,0 +1,106 @@
+"""Process set-up shared by every command: threads, seeds, device, DDP, run folders."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mobileseg.config import RuntimeConfig, default_threads
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_threads(threads: int | None, world_size: int = 1) -> int:
+    """Pin torch's intra-op threads to the cores this process owns.
+
+    On a 2-core machine, leaving PyTorch's default next to DataLoader workers or other processes oversubscribes
+    the cores and a training step gets several times slower; DDP processes split the cores between them.
+    """
+    n = threads or max(1, default_threads() // world_size)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set once in this process
+        pass
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} was asked for, but CUDA is not available on this machine")
+    return device
+
+
+def init_distributed(device_name: str = "auto") -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on the CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank=rank, local_rank=local, world_size=world)
+
+
+def increment_path(root: str | Path, name: str | None, exist_ok: bool = False) -> Path:
+    """``root/exp``, then ``root/exp2``, ``root/exp3``... unless ``exist_ok`` (Ultralytics' run naming)."""
+    root = Path(root)
+    base = name or "exp"
+    path = root / base
+    if exist_ok or not path.exists():
+        return path
+    pattern = re.compile(rf"^{re.escape(base)}(\d+)$")
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := pattern.match(p.name))] if root.exists() else []
+    n = max([1, *taken]) + 1
+    while (root / f"{base}{n}").exists():
+        n += 1
+    return root / f"{base}{n}"
+
+
+def prepare(runtime: RuntimeConfig) -> tuple[Dist, torch.device, int]:
+    """Threads, DDP, device and seed for a command; returns (dist info, device, threads)."""
+    d = init_distributed(runtime.device)
+    threads = setup_threads(runtime.threads, d.world_size)
+    device = select_device(runtime.device, d.local_rank)
+    seed_everything(runtime.seed)
+    return d, device, threads

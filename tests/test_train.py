@@ -1,0 +1,232 @@
+"""End-to-end training on tiny made-up data: run folder, metrics, resume, interruption, bad data."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import FAST, make_shapes_dataset
+from PIL import Image
+
+import mobileseg
+from mobileseg.data import DataError
+from mobileseg.engine.checkpoint import load_checkpoint
+from mobileseg.engine.trainer import NonFiniteLossError
+from mobileseg.models import Segmenter
+
+
+def read_results(run: Path) -> list[dict[str, str]]:
+    with open(run / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), n=16)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    result = mobileseg.train(data=str(shapes), epochs=4, lr=3e-3, project=str(project), **FAST)
+    return result
+
+
+def test_loss_falls(trained):
+    losses = [row["train/loss"] for row in trained.history]
+    assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_run_folder_complete_and_valid(trained):
+    run = trained.save_dir
+    for name in ("args.yaml", "results.csv", "results.png", "val_predictions.png", "README.md"):
+        assert (run / name).is_file(), name
+    rows = read_results(run)
+    assert len(rows) == 4
+    expected = {
+        "epoch",
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+        "val/precision",
+        "val/recall",
+        "val/iou",
+        "val/dice",
+        "train/iou",
+        "lr",
+        "epoch_s",
+        "img_s",
+    }
+    assert expected <= set(rows[0])
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    for png in ("results.png", "val_predictions.png"):
+        with Image.open(run / png) as im:
+            im.verify()
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["train"]["epochs"] == 4 and args["data"]["imgsz"] == [64, 64]
+    assert args["dataset_info"]["split"]["mode"] == "random"
+    assert "best epoch" in (run / "README.md").read_text().lower()
+
+
+def test_best_checkpoint_reproduces_logged_metric(trained):
+    ckpt = load_checkpoint(trained.best)
+    best_row = next(r for r in read_results(trained.save_dir) if int(r["epoch"]) == ckpt["best_epoch"])
+    assert float(best_row["val/iou"]) == pytest.approx(max(float(r["val/iou"]) for r in read_results(trained.save_dir)))
+    model = Segmenter.from_checkpoint(trained.best)
+    assert model.names == ["background", "foreground"] and tuple(model.imgsz) == (64, 64)
+    out = mobileseg.val(
+        weights=str(trained.best), project=str(trained.save_dir.parent.parent), verbose=False, workers=0
+    )
+    assert out["iou"] == pytest.approx(float(best_row["val/iou"]), abs=1e-4)
+    folder = Path(out["save_dir"])
+    for name in ("metrics.json", "per_image.csv", "confusion_matrix.png", "predictions.png", "worst.png"):
+        assert (folder / name).is_file(), name
+
+
+def test_same_seed_same_metrics(shapes, tmp_path):
+    a = mobileseg.train(data=str(shapes), epochs=2, project=str(tmp_path), name="a", **FAST)
+    b = mobileseg.train(data=str(shapes), epochs=2, project=str(tmp_path), name="b", **FAST)
+    assert [r["val/iou"] for r in a.history] == [r["val/iou"] for r in b.history]
+    assert [r["train/loss"] for r in a.history] == [r["train/loss"] for r in b.history]
+
+
+def test_resume_continues_epoch_count_and_schedule(shapes, tmp_path):
+    full = mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="full", **FAST)
+    stopped = _train_until_epoch(shapes, tmp_path / "stopped", epochs=3, stop_after=1)
+    resumed = mobileseg.train(resume=str(stopped / "weights" / "last.pt"), verbose=False)
+    assert resumed.save_dir.resolve() == stopped.resolve()
+    rows, ref = read_results(stopped), read_results(full.save_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # Same schedule (lr per epoch) and, on the CPU with the same seed, the same metrics as the unbroken run.
+    assert [float(r["lr"]) for r in rows] == pytest.approx([float(r["lr"]) for r in ref])
+    assert [float(r["val/iou"]) for r in rows] == pytest.approx([float(r["val/iou"]) for r in ref], abs=1e-6)
+
+
+def _train_until_epoch(data: Path, run: Path, epochs: int, stop_after: int) -> Path:
+    """Train in a subprocess and SIGKILL it once ``stop_after`` epochs are saved in last.pt (mid next epoch)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobileseg",
+        "train",
+        f"data={data}",
+        f"epochs={epochs}",
+        f"project={run}",
+        "name=exp",
+        *(f"{k}={v}" for k, v in FAST.items()),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "train" / "exp" / "weights" / "last.pt"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if last.is_file():
+                try:
+                    if load_checkpoint(last)["epoch"] >= stop_after:
+                        break
+                except Exception:  # being replaced right now
+                    pass
+            if proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode())
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return run / "train" / "exp"
+
+
+def test_sigkill_mid_epoch_then_resume(shapes, tmp_path):
+    run = _train_until_epoch(shapes, tmp_path / "killed", epochs=3, stop_after=1)
+    assert load_checkpoint(run / "weights" / "best.pt")["epoch"] >= 1  # best.pt intact after the kill
+    result = mobileseg.train(resume=str(run / "weights" / "last.pt"), verbose=False)
+    assert [int(r["epoch"]) for r in read_results(run)] == [1, 2, 3]
+    assert result.epochs == 3
+    Segmenter.from_checkpoint(run / "weights" / "best.pt")
+
+
+def test_sigint_saves_exact_position_and_resume_completes(shapes, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobileseg",
+        "train",
+        f"data={shapes}",
+        "epochs=2",
+        f"project={tmp_path}",
+        "name=int",
+        *(f"{k}={v}" for k, v in FAST.items() if k != "batch"),
+        "batch=2",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    run = tmp_path / "train" / "int"
+    deadline = time.time() + 60
+    while not (run / "args.yaml").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    assert proc.returncode == 130, text
+    assert "resume=" in text
+    ckpt = load_checkpoint(run / "weights" / "last.pt")
+    assert ckpt["epoch"] < 2
+    result = mobileseg.train(resume=str(run / "weights" / "last.pt"), verbose=False)
+    assert result.epochs == 2 and [int(r["epoch"]) for r in read_results(run)] == [1, 2]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(shapes, tmp_path, monkeypatch):
+    from mobileseg.engine import loss as loss_mod
+
+    real = loss_mod.SegmentationLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, logits, target):
+        calls["n"] += 1
+        value = real(self, logits, target)
+        return value * math.nan if calls["n"] > 5 and self.training else value
+
+    monkeypatch.setattr(loss_mod.SegmentationLoss, "forward", flaky)
+    with pytest.raises(NonFiniteLossError, match="last good state"):
+        mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="nan", **FAST)
+    last = load_checkpoint(tmp_path / "train" / "nan" / "weights" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_multiclass_with_ignore(tmp_path):
+    root = make_shapes_dataset(tmp_path / "mc", n=12, classes=3)
+    # Paint an ignore border (value 9) into every mask, mapped to ignore in the dataset YAML.
+    for p in (root / "masks").iterdir():
+        m = np.array(Image.open(p))
+        m[:, :4] = 9
+        Image.fromarray(m).save(p)
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": ".",
+                "names": ["bg", "red", "green"],
+                "mask_values": {0: 0, 1: 1, 2: 2, 9: "ignore"},
+            }
+        )
+    )
+    result = mobileseg.train(data=str(root / "data.yaml"), epochs=2, project=str(tmp_path), **FAST)
+    assert Segmenter.from_checkpoint(result.best).num_classes == 3
+    assert all(0 <= r["val/iou"] <= 1 for r in result.history)
+
+
+def test_bad_data_stops_before_any_work(tmp_path):
+    root = make_shapes_dataset(tmp_path / "bad", n=6)
+    (root / "images" / "orphan.png").write_bytes((root / "images" / "s00.png").read_bytes())
+    with pytest.raises(DataError, match="orphan"):
+        mobileseg.train(data=str(root), epochs=1, project=str(tmp_path / "runs"), **FAST)
+    assert not (tmp_path / "runs").exists()
