@@ -1,0 +1,92 @@
+"""The command line: one shape for every command, readable one-line errors, the bundled sample by default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mobileseg.cli import main, parse_args
+from mobileseg.config import ConfigError, load_config
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mobileseg", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_help_lists_commands_and_keys(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "val", "test", "predict", "export", "benchmark", "check-data"):
+        assert command in out
+    assert main(["train", "--help"]) == 0
+    keys = capsys.readouterr().out
+    assert "epochs=30" in keys and "imgsz=" in keys and "encoder_weights=" in keys
+
+
+def test_flags_and_positionals_read_as_keys():
+    assert parse_args("check-data", ["--preset", "camvid", "path/to/camvid"]) == [
+        "preset=camvid",
+        "data=path/to/camvid",
+    ]
+    assert parse_args("test", ["best.pt", "--verbose"]) == ["weights=best.pt", "verbose=true"]
+    assert parse_args("predict", ["img.jpg", "--tta=true"]) == ["source=img.jpg", "tta=true"]
+
+
+def test_config_file_then_overrides(tmp_path):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(
+        yaml.safe_dump({"epochs": 7, "train": {"lr": 0.01}, "data": "some/folder", "imgsz": [256, 320]})
+    )
+    cfg = load_config(cfg_file, ["epochs=3"])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.dataset, cfg.data.imgsz) == (3, 0.01, "some/folder", (256, 320))
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        load_config(overrides=["epoch=3"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(overrides=["imgsz=300"])
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(overrides=["lr=-1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "epoch=3"], "Did you mean 'epochs'"),
+        (["train", "imgsz=100"], "multiple of 32"),
+        (["test", "weights=missing.pt"], "missing.pt"),
+        (["check-data", "data=no/such/folder"], "no/such/folder"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
+def test_errors_are_one_readable_line(args, message, tmp_path):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_data_exit_code_and_file_named(tmp_path):
+    from helpers import make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "d", n=6)
+    ok = run_cli("check-data", str(root))
+    assert ok.returncode == 0 and "6 pairs" in ok.stdout
+    (root / "masks" / "s03.png").write_bytes(b"not a png")
+    bad = run_cli("check-data", str(root))
+    assert bad.returncode == 1 and "s03.png" in bad.stdout
+
+
+def test_train_defaults_to_bundled_sample_then_test(tmp_path):
+    proc = run_cli("train", "epochs=1", "imgsz=64", "encoder_weights=none", "batch=8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bundled pets sample" in proc.stdout and "Results saved to" in proc.stdout
+    best = tmp_path / "runs" / "train" / "exp" / "weights" / "best.pt"
+    assert best.is_file()
+    proc = run_cli("test", f"weights={best}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "runs" / "test" / "exp" / "metrics.json").is_file()
