@@ -72,20 +72,20 @@ def predict(cfg: Any = None, **overrides: Any) -> Any:
 
 def export(cfg: Any = None, **overrides: Any) -> Any:
     """Export a checkpoint to ONNX or TorchScript with a parity check (``mobileseg export``)."""
-    from mobileseg.export import export as _export
+    from mobileseg.exporter import export as _export
 
     return _export(cfg, **overrides)
 
 
 def benchmark(cfg: Any = None, **overrides: Any) -> Any:
     """Measure inference speed (``mobileseg benchmark``)."""
-    from mobileseg.benchmark import benchmark as _benchmark
+    from mobileseg.benchmarking import benchmark as _benchmark
 
     return _benchmark(cfg, **overrides)
 
 
 def serve(cfg: Any = None, **overrides: Any) -> Any:
     """Serve a model over HTTP with a web page (``mobileseg serve``)."""
-    from mobileseg.serve import serve as _serve
+    from mobileseg.server import serve as _serve
 
     return _serve(cfg, **overrides)

@@ -154,7 +154,18 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from mobileseg.engine.trainer import NonFiniteLossError
     from mobileseg.models import WeightsError
 
-    return (ConfigError, DataError, WeightsError, NonFiniteLossError, FileNotFoundError, ValueError, OSError)
+    errors: tuple[type[BaseException], ...] = (
+        ConfigError,
+        DataError,
+        WeightsError,
+        NonFiniteLossError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    )
+    if "mobileseg.exporter" in sys.modules:  # loaded only by export/benchmark (it needs the 'export' extra)
+        errors += (sys.modules["mobileseg.exporter"].ExportError,)
+    return errors
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Typed configuration: one schema, YAML files, and ``key=value`` overrides.
 
 The schema has four sections (``model``, ``data``, ``train``, ``runtime``) plus the per-command sections
-``predict`` and ``export``. Every field name is unique across sections, so the command line can use the short
+``predict``, ``export`` and ``serve``. Every field name is unique across sections, so the command line can use the short
 form (``epochs=5``) as well as the dotted one (``train.epochs=5``). The resolved config is written into every
 run folder (``args.yaml``) so a run can be reproduced and a checkpoint rebuilt from it alone.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 
@@ -146,6 +146,33 @@ class ExportConfig(_Section):
     calib_images: int = Field(32, ge=1)
 
 
+class ServeConfig(_Section):
+    """``mobileseg serve``: where the HTTP server listens and what it accepts.
+
+    Loopback by default so a model is never exposed to the network by accident; the token and the limits are
+    the guards for when it is. ``$MOBILESEG_TOKEN`` is read by the server itself, not copied in here, so the
+    secret never lands in a saved config (``args.yaml``) of another command run with the variable set.
+    """
+
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback warns without a token")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
+    token: str | None = Field(None, description="bearer token the API requires; empty = $MOBILESEG_TOKEN, else no auth")
+    max_upload_mb: float = Field(20.0, gt=0, description="largest accepted request body, in MB (413 above)")
+    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height (413 above)")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token(cls, v: Any) -> Any:
+        # An empty value (``token=`` on the command line) means no token, never the empty string as a token.
+        # Command-line values are read as YAML, so ``token=0123`` arrives as the number 83: refuse it rather than
+        # silently require a different secret than the one the user typed.
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        if not isinstance(v, str):
+            raise ValueError("the token must be text; quote it (token='\"0123\"') or set $MOBILESEG_TOKEN")
+        return v.strip()
+
+
 class Config(BaseModel):
     """The whole resolved configuration."""
 
@@ -157,10 +184,7 @@ class Config(BaseModel):
     runtime: RuntimeConfig = RuntimeConfig()
     predict: PredictConfig = PredictConfig()
     export: ExportConfig = ExportConfig()
-
-    @model_validator(mode="after")
-    def _env(self) -> Config:
-        return self
+    serve: ServeConfig = ServeConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -169,7 +193,7 @@ class Config(BaseModel):
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-SECTIONS = ("model", "data", "train", "runtime", "predict", "export")
+SECTIONS = ("model", "data", "train", "runtime", "predict", "export", "serve")
 ALIASES = {"data": "data.dataset", "cfg": "cfg"}
 
 

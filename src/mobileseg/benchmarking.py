@@ -1,0 +1,352 @@
+"""Inference speed of a model on this machine: PyTorch eager / channels_last, ONNX Runtime fp32 / int8.
+
+For each backend: batch-1 latency (median and 90th percentile over ``runs`` timed runs, after ``warmup``
+untimed ones) and batch-N throughput (N = ``batch``) in images/s. PyTorch and ONNX Runtime get the same number
+of intra-op threads (``threads``, default: the cores this process may use), so the comparison is fair, and the
+CPU model and thread count are printed with the table. Results go to ``runs/benchmark/expN/benchmark.csv``.
+
+The ONNX models are the ones beside the weights (``best.onnx``, ``best.int8.onnx``) when they are newer than
+the checkpoint; otherwise they are exported to a temporary folder (int8 calibrated on training images; skipped
+with a message when no dataset is reachable).
+
+Example:
+    >>> result = mobileseg.benchmark(weights="runs/train/exp/weights/best.pt")  # doctest: +SKIP
+    >>> print(result.table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobileseg.config import Config, load_config
+from mobileseg.engine.runtime import increment_path, setup_threads
+
+WARMUP = 3  # untimed runs first: allocator, thread pools and ORT's kernel selection settle in the first calls
+RUNS = 20  # timed runs per measurement
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``model name`` in /proc/cpuinfo), or what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def load_average() -> float:
+    """The 1-minute load average: above the thread count, other processes share the cores and figures drop."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return math.nan
+
+
+@dataclass
+class BenchmarkRow:
+    """One backend's figures (NaN where it was not measured; ``note`` says why)."""
+
+    backend: str
+    latency_ms: float = math.nan
+    latency_p90_ms: float = math.nan
+    images_s: float = math.nan
+    note: str = ""
+
+
+@dataclass
+class BenchmarkResult:
+    """All rows plus the conditions they were measured under."""
+
+    rows: list[BenchmarkRow]
+    save_dir: Path
+    threads: int
+    cpu: str
+    imgsz: tuple[int, int]
+    batch: int
+    weights: str = ""
+    notes: list[str] = field(default_factory=list)
+    load: tuple[float, float] = (math.nan, math.nan)  # 1-minute load average before and after the timing
+
+    def row(self, backend: str) -> BenchmarkRow | None:
+        return next((r for r in self.rows if r.backend == backend), None)
+
+    def speedup(self, backend: str, reference: str = "PyTorch eager") -> float:
+        """Batch throughput of ``backend`` relative to ``reference`` (NaN if either is missing)."""
+        a, b = self.row(backend), self.row(reference)
+        return a.images_s / b.images_s if a and b and b.images_s > 0 else math.nan
+
+    def table(self) -> str:
+        head = f"{'backend':<24}{'b1 median ms':>14}{'b1 p90 ms':>11}{f'b{self.batch} img/s':>12}{'vs eager':>10}"
+        lines = [
+            f"{self.cpu}, {self.threads} threads (torch and ORT), input {self.imgsz[0]}x{self.imgsz[1]}, "
+            f"load average {self.load[0]:.1f} -> {self.load[1]:.1f} (busy if above {self.threads})",
+            head,
+            "-" * len(head),
+        ]
+        for r in self.rows:
+            if math.isnan(r.images_s) and math.isnan(r.latency_ms):
+                lines.append(f"{r.backend:<24}  skipped: {r.note}")
+                continue
+            ratio = self.speedup(r.backend)
+            ratio_text = f"{ratio:.2f}x" if not math.isnan(ratio) else "-"
+            lines.append(
+                f"{r.backend:<24}{r.latency_ms:>14.1f}{r.latency_p90_ms:>11.1f}{r.images_s:>12.1f}{ratio_text:>10}"
+                + (f"  {r.note}" if r.note else "")
+            )
+        return "\n".join(lines)
+
+    def write_csv(self, path: Path) -> Path:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(
+                [
+                    "backend",
+                    "latency_ms_median",
+                    "latency_ms_p90",
+                    f"images_per_s_batch{self.batch}",
+                    "speedup_vs_eager",
+                    "threads",
+                    "imgsz",
+                    "batch",
+                    "cpu",
+                    "load_avg_1min",
+                    "note",
+                ]
+            )
+            for r in self.rows:
+                w.writerow(
+                    [
+                        r.backend,
+                        f"{r.latency_ms:.3f}",
+                        f"{r.latency_p90_ms:.3f}",
+                        f"{r.images_s:.3f}",
+                        f"{self.speedup(r.backend):.3f}",
+                        self.threads,
+                        f"{self.imgsz[0]}x{self.imgsz[1]}",
+                        self.batch,
+                        self.cpu,
+                        f"{max(self.load):.2f}",
+                        r.note,
+                    ]
+                )
+        return path
+
+
+@dataclass
+class Candidate:
+    """A backend to time: ``one`` runs a batch of 1, ``many`` a batch of N."""
+
+    name: str
+    one: Callable[[], Any]
+    many: Callable[[], Any]
+    note: str = ""
+
+
+def measure_interleaved(
+    candidates: list[Candidate], batch: int, warmup: int, runs: int, batch_runs: int | None = None
+) -> list[BenchmarkRow]:
+    """Time every candidate round-robin (run r of each backend, then run r+1...), after ``warmup`` runs of each.
+
+    Why round-robin: on a shared machine the load changes from second to second; measuring one backend after
+    the other would hand one of them the quiet minute. Interleaved, every backend sees the same conditions, so
+    the *ratios* stay meaningful even when the absolute figures suffer.
+
+    Args:
+        batch: images per ``many`` call.
+        runs: timed batch-1 runs per candidate.
+        batch_runs: timed batch-N runs per candidate (default: a quarter of ``runs``, at least 2).
+    """
+    for c in candidates:
+        for _ in range(warmup):
+            c.one()
+            c.many()
+    latency: dict[str, list[float]] = {c.name: [] for c in candidates}
+    batch_s: dict[str, list[float]] = {c.name: [] for c in candidates}
+    for _ in range(max(1, runs)):
+        for c in candidates:
+            start = time.perf_counter()
+            c.one()
+            latency[c.name].append(time.perf_counter() - start)
+    for _ in range(batch_runs or max(2, runs // 4)):
+        for c in candidates:
+            start = time.perf_counter()
+            c.many()
+            batch_s[c.name].append(time.perf_counter() - start)
+    rows = []
+    for c in candidates:
+        ms = np.array(latency[c.name]) * 1000
+        rate = batch / statistics.median(batch_s[c.name])
+        rows.append(BenchmarkRow(c.name, float(np.median(ms)), float(np.percentile(ms, 90)), rate, c.note))
+    return rows
+
+
+def _fresh(candidate: Path, weights: Path) -> bool:
+    """An export beside the checkpoint is used only if it is newer (else it may hold other weights)."""
+    return candidate.is_file() and (not weights.is_file() or candidate.stat().st_mtime >= weights.stat().st_mtime)
+
+
+def benchmark(
+    cfg: Config | dict[str, Any] | str | None = None,
+    *,
+    warmup: int = WARMUP,
+    runs: int = RUNS,
+    **overrides: Any,
+) -> BenchmarkResult:
+    """Measure inference speed of ``weights`` (a checkpoint, or an ``.onnx`` for the ONNX Runtime rows only).
+
+    Args:
+        cfg: config, YAML path or dict; ``batch`` sets N, ``threads`` the thread count, ``int8`` is not needed
+            (int8 is always attempted).
+        warmup: untimed runs (batch 1 and batch N) of each backend before timing.
+        runs: timed batch-1 runs per backend (batch N: a quarter of them, at least 2); backends are timed
+            round-robin, see :func:`measure_interleaved`.
+    """
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg, overrides)
+    elif overrides:
+        cfg = load_config(cfg.to_dict(), overrides)
+    rt = cfg.runtime
+    if not rt.weights:
+        raise ValueError("no model given: pass weights=<best.pt or model.onnx>")
+    weights = Path(rt.weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"model file not found: {weights}")
+    log = print if rt.verbose else (lambda *a, **k: None)
+    from mobileseg.engine.predictor import ModelInfo, OnnxBackend, warn
+    from mobileseg.exporter import (
+        checkpoint_data_config,
+        export_onnx,
+        fold_batchnorm,
+        int8_path_for,
+        open_dataset,
+        quantize_int8,
+        quiet,
+        read_onnx_metadata,
+        source_images,
+        split_images,
+    )
+
+    threads = setup_threads(rt.threads)
+    batch = cfg.train.batch
+    cpu = cpu_model()
+    if rt.device not in ("auto", "cpu"):
+        warn(f"benchmark measures the CPU (device={rt.device} is ignored), where PyTorch and ORT compare directly")
+    notes: list[str] = []
+    is_onnx = weights.suffix.lower() == ".onnx"
+    with tempfile.TemporaryDirectory(prefix="mobileseg-bench-") as tmp:
+        if is_onnx:
+            info = ModelInfo.from_metadata(read_onnx_metadata(weights), str(weights))
+            model, ckpt = None, {}
+        else:
+            from mobileseg.engine.checkpoint import load_checkpoint
+            from mobileseg.models import Segmenter
+
+            ckpt = load_checkpoint(weights)
+            model = Segmenter.from_checkpoint(weights).eval()
+            info = ModelInfo.from_checkpoint(ckpt, model)
+        h, w = info.imgsz
+        g = torch.Generator().manual_seed(0)
+        x1, xn = torch.rand(1, 3, h, w, generator=g), torch.rand(batch, 3, h, w, generator=g)
+        log(
+            f"benchmark: {weights} on {cpu}, {threads} threads (torch and ONNX Runtime), input {h}x{w}, "
+            f"batch-1 latency over {runs} runs and batch-{batch} throughput, {warmup} warm-up runs"
+        )
+
+        # fp32 ONNX: the file given, the fresh export beside the checkpoint, or a temporary export.
+        fp32 = weights if is_onnx else weights.with_suffix(".onnx")
+        if not is_onnx and not _fresh(fp32, weights):
+            fp32 = Path(tmp) / f"{weights.stem}.onnx"
+            export_onnx(fold_batchnorm(model), fp32, info, cfg.export.opset)
+            notes.append(f"fp32 ONNX exported to a temporary folder (no fresh {weights.with_suffix('.onnx').name})")
+        int8: Path | None = int8_path_for(weights if is_onnx else weights.with_suffix(".onnx"))
+        int8_note = ""
+        if not _fresh(int8, weights):
+            int8 = None
+            if is_onnx:
+                int8_note = f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
+            else:
+                spec, why_not = open_dataset(checkpoint_data_config(cfg, ckpt, info.imgsz))
+                n = cfg.export.calib_images
+                calib = split_images(spec, "train", info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+                if calib is None:
+                    int8_note = f"no calibration images: {why_not or 'no train split'}"
+                else:
+                    int8 = quantize_int8(
+                        model, Path(tmp) / f"{weights.stem}.int8.onnx", calib.images, info, cfg.export.opset
+                    )
+                    notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
+            if int8 is None:
+                log(f"  int8 skipped: {int8_note} (pass data=<dataset> or source=<images> to calibrate)")
+
+        candidates: list[Candidate] = []
+        if model is not None:
+            cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            c1, cn = (x.contiguous(memory_format=torch.channels_last) for x in (x1, xn))
+            candidates += [
+                Candidate("PyTorch eager", lambda: model(x1), lambda: model(xn)),
+                Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
+            ]
+        a1, an = x1.numpy(), xn.numpy()
+        for name, path in [("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)]:
+            if path is None:
+                continue
+            with quiet():
+                backend = OnnxBackend(path, threads)
+            sess, inp = backend.session, backend.input_name
+            candidates.append(
+                Candidate(
+                    name,
+                    lambda s=sess, i=inp: s.run(None, {i: a1}),
+                    lambda s=sess, i=inp: s.run(None, {i: an}),
+                    "" if path.parent == weights.parent else "temporary export",
+                )
+            )
+        log(f"  timing {', '.join(c.name for c in candidates)} (interleaved)")
+        load_before = load_average()
+        with torch.inference_mode():
+            measured = {r.backend: r for r in measure_interleaved(candidates, batch, warmup, runs)}
+        load = (load_before, load_average())
+        skipped = {
+            "PyTorch eager": "no checkpoint given",
+            "PyTorch channels_last": "no checkpoint given",
+            "ONNX Runtime int8": int8_note,
+        }
+        order = ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
+        rows = [measured.get(name) or BenchmarkRow(name, note=skipped.get(name, "")) for name in order]
+
+    save_dir = increment_path(Path(rt.project) / "benchmark", rt.name, rt.exist_ok)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    result = BenchmarkResult(rows, save_dir, threads, cpu, (h, w), batch, str(weights), notes, load)
+    result.write_csv(save_dir / "benchmark.csv")
+    log(result.table())
+    for note in notes:
+        log(f"note: {note}")
+    log(f"Results saved to {save_dir / 'benchmark.csv'}")
+    return result
+
+
+__all__ = [
+    "BenchmarkResult",
+    "BenchmarkRow",
+    "Candidate",
+    "benchmark",
+    "cpu_model",
+    "measure_interleaved",
+]
+

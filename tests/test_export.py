@@ -1,0 +1,219 @@
+"""Export: ONNX/TorchScript parity (and that the check can fail), metadata, dynamic shapes, int8, benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import make_shapes_dataset
+from onnx import numpy_helper
+from PIL import Image
+
+import mobileseg
+from mobileseg.config import ConfigError, load_config
+from mobileseg.engine.predictor import OnnxBackend, Predictor
+from mobileseg.exporter import ExportError, SubPixelConvTranspose2d, check_parity, read_onnx_metadata
+from mobileseg.models import Segmenter
+
+IMGSZ = (64, 64)
+
+
+def make_checkpoint(path: Path, dataset: Path | None, seed: int = 0) -> Path:
+    """A tiny random-init binary model saved like the trainer does, naming ``dataset`` in its config."""
+    torch.manual_seed(seed)
+    model = Segmenter(1, width_mult=0.35).eval()
+    with torch.no_grad():  # random init gives logits of +-0.05; scale them to a trained model's range of units
+        model.decoder.head.weight.mul_(60)
+    config = load_config(overrides={"data": str(dataset), "imgsz": IMGSZ[0]}).to_dict() if dataset else {}
+    ckpt = model.to_checkpoint(
+        names=["background", "shape"],
+        imgsz=IMGSZ,
+        ignore_index=255,
+        palette=[[0, 0, 0], [200, 60, 60]],
+        config=config,
+    )
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these models are tiny, and two threads on a busy 2-core machine stall on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), n=20, size=80)
+
+
+@pytest.fixture(scope="module")
+def exported(shapes, tmp_path_factory):
+    """best.pt (trained on 'shapes' as far as its config says) exported to best.onnx and best.int8.onnx."""
+    folder = tmp_path_factory.mktemp("weights")
+    ckpt = make_checkpoint(folder / "best.pt", shapes)
+    result = mobileseg.export(weights=str(ckpt), int8=True, calib_images=8, verbose=False, threads=1)
+    return ckpt, result
+
+
+def test_onnx_parity_and_metadata(exported):
+    ckpt, result = exported
+    assert result.path == ckpt.with_suffix(".onnx") and result.path.is_file()
+    assert result.parity.ok and result.parity.max_abs_diff <= 1e-4 and result.parity.mask_diff_fraction < 1e-3
+    assert "test" in result.parity_images and "images of" in result.parity_images  # real images were used
+    meta = read_onnx_metadata(result.path)
+    assert json.loads(meta["names"]) == ["background", "shape"]
+    assert json.loads(meta["imgsz"]) == list(IMGSZ)
+    assert json.loads(meta["binary"]) is True and json.loads(meta["palette"])[1] == [200, 60, 60]
+    assert meta["ignore_index"] == "255" and meta["mobileseg_version"] == mobileseg.__version__
+    assert "normalisation inside the model" in meta["preprocessing"]
+    predictor = Predictor(result.path, threads=1)  # the metadata is enough to use the file alone
+    assert predictor.names == ["background", "shape"] and predictor.imgsz == IMGSZ and predictor.binary
+
+
+def test_dynamic_batch_and_size_run_in_ort(exported):
+    ckpt, result = exported
+    model = Segmenter.from_checkpoint(ckpt)
+    backend = OnnxBackend(result.path)
+    for shape in [(3, 3, 64, 64), (2, 3, 96, 128)]:
+        x = torch.rand(*shape)
+        out = backend(x)
+        assert tuple(out.shape) == (shape[0], 1, shape[2], shape[3])
+        with torch.inference_mode():
+            assert (out.sigmoid() - model(x).sigmoid()).abs().max() < 1e-4
+
+
+def test_pt_and_onnx_predictions_agree(exported, tmp_path):
+    ckpt, result = exported
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(50, 70), (97, 131), (300, 200)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    a = mobileseg.predict(weights=str(ckpt), source=str(tmp_path), out=str(tmp_path / "pt"), verbose=False, threads=1)
+    b = mobileseg.predict(
+        weights=str(result.path), source=str(tmp_path), out=str(tmp_path / "onnx"), verbose=False, threads=1
+    )
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.mask.shape == rb.mask.shape
+        assert (ra.mask != rb.mask).mean() < 1e-3
+        assert np.abs(ra.probs - rb.probs).max() < 1e-4
+
+
+def test_parity_check_fails_on_a_broken_export(exported, tmp_path):
+    ckpt, result = exported
+    proto = onnx.load(str(result.path))
+    # Perturb the output layer's weights as a faulty converter might: the graph runs, but computes something else.
+    init = next(t for t in proto.graph.initializer if t.name == "decoder.head.weight")
+    arr = numpy_helper.to_array(init).copy()
+    arr += np.random.default_rng(0).normal(0, arr.std(), arr.shape).astype(arr.dtype)
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    model = Segmenter.from_checkpoint(ckpt)
+    images = torch.rand(4, 3, *IMGSZ, generator=torch.Generator().manual_seed(0))
+    bad = check_parity(model, broken, images)
+    assert not bad.ok and bad.max_abs_diff > 1e-3 and "FAILED" in str(bad)
+    good = check_parity(model, result.path, images)
+    assert good.ok
+
+
+def test_export_raises_and_removes_file_when_parity_fails(shapes, tmp_path, monkeypatch):
+    import mobileseg.exporter as ex
+
+    ckpt = make_checkpoint(tmp_path / "best.pt", shapes)
+    real_fold = ex.fold_batchnorm
+
+    def sabotaged(model):
+        folded = real_fold(model)
+        with torch.no_grad():
+            folded.decoder.head.bias.add_(3.0)  # shifts every logit: the export no longer matches
+        return folded
+
+    monkeypatch.setattr(ex, "fold_batchnorm", sabotaged)
+    with pytest.raises(ExportError, match="does not match"):
+        mobileseg.export(weights=str(ckpt), verbose=False, threads=1)
+    assert not ckpt.with_suffix(".onnx").exists()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_export_loads_and_matches(exported, tmp_path):
+    ckpt, _ = exported
+    result = mobileseg.export(weights=str(ckpt), format="torchscript", out=str(tmp_path), verbose=False, threads=1)
+    assert result.path == tmp_path / "best.torchscript" and result.parity.ok
+    loaded = torch.jit.load(str(result.path))
+    x = torch.rand(2, 3, *IMGSZ)
+    with torch.inference_mode():
+        ref = Segmenter.from_checkpoint(ckpt)(x)
+        assert (loaded(x) - ref).abs().max() < 1e-4
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 90, 3), dtype=np.uint8))
+    a, b = Predictor(ckpt, threads=1).predict_image(image), Predictor(result.path, threads=1).predict_image(image)
+    assert b.names == ["background", "shape"] and (a.mask != b.mask).mean() < 1e-3
+
+
+def test_int8_export_reports_agreement_speed_and_iou(exported):
+    _, result = exported
+    report = result.int8
+    assert report is not None and report.path.name == "best.int8.onnx" and report.path.is_file()
+    assert "8 train images" in report.calib_images
+    assert 0.9 < report.agreement <= 1 and report.fp32_images_s > 0 and report.int8_images_s > 0
+    assert report.split == "test" and not math.isnan(report.iou_change)
+    assert math.isclose(report.iou_change, report.iou_int8 - report.iou_fp32)
+    meta = read_onnx_metadata(report.path)
+    assert "int8" in meta["quantization"] and json.loads(meta["names"]) == ["background", "shape"]
+    ops = {node.op_type for node in onnx.load(str(report.path)).graph.node}
+    assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT
+    assert Predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3, 4, 5])
+def test_subpixel_rewrite_is_exact(kernel_size):
+    from mobileseg.models.decoder import UpsampleBlock
+
+    block = UpsampleBlock(6, 5, kernel_size).eval()
+    ct = block[0]
+    assert SubPixelConvTranspose2d.supports(ct)
+    x = torch.randn(2, 6, 5, 7)
+    with torch.inference_mode():
+        assert (SubPixelConvTranspose2d(ct)(x) - ct(x)).abs().max() < 1e-5
+
+
+def test_int8_needs_calibration_images_and_onnx(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "best.pt", None)
+    with pytest.raises(ConfigError, match="format=onnx"):
+        mobileseg.export(weights=str(ckpt), format="torchscript", int8=True, verbose=False, threads=1)
+    with pytest.raises(ExportError, match="calibration images"):
+        mobileseg.export(weights=str(ckpt), int8=True, verbose=False, threads=1)  # no dataset, no source=
+
+
+def test_benchmark_table_and_csv(exported, tmp_path, capsys):
+    ckpt, _ = exported
+    result = mobileseg.benchmark(weights=str(ckpt), project=str(tmp_path), batch=2, threads=1, warmup=1, runs=2)
+    names = [r.backend for r in result.rows]
+    assert names == ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    assert all(r.images_s > 0 and r.latency_ms > 0 for r in result.rows)
+    assert result.threads == 1 and result.batch == 2 and result.cpu
+    with open(result.save_dir / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and rows[0]["threads"] == "1"
+    out = capsys.readouterr().out
+    assert "ONNX Runtime int8" in out and "threads" in out
+
+
+def test_benchmark_without_dataset_skips_int8(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "best.pt", None)
+    result = mobileseg.benchmark(
+        weights=str(ckpt), project=str(tmp_path), batch=2, threads=1, warmup=1, runs=2, verbose=False
+    )
+    int8 = result.row("ONNX Runtime int8")
+    assert int8 is not None and math.isnan(int8.images_s) and "calibration" in int8.note
+    assert result.row("ONNX Runtime fp32").images_s > 0
+    assert not ckpt.with_suffix(".onnx").exists()  # exported to a temporary folder, not beside the weights

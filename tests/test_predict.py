@@ -1,0 +1,183 @@
+"""Prediction: original sizes, bad inputs skipped and named, output files, TTA, the Predictor API."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mobileseg
+from mobileseg.engine.predictor import Predictor, resolve_source
+from mobileseg.models import Segmenter
+
+SIZES = {"rgb.jpg": (50, 70, "RGB"), "gray.png": (97, 131, "L"), "rgba.png": (300, 200, "RGBA")}  # H, W, mode
+
+
+def make_checkpoint(path: Path, num_classes: int = 1, names: list[str] | None = None, seed: int = 0) -> Path:
+    """A tiny random-init model saved the way the trainer saves one (no dataset: config without data)."""
+    torch.manual_seed(seed)
+    model = Segmenter(num_classes, width_mult=0.35).eval()
+    with torch.no_grad():  # random init gives logits of +-0.05; scale them to a trained model's range of units
+        model.decoder.head.weight.mul_(60)
+    names = names or (["background", "pet"] if num_classes == 1 else [f"c{i}" for i in range(num_classes)])
+    palette = None if num_classes == 1 else [[0, 0, 0], [255, 0, 0], [0, 255, 0]][:num_classes]
+    ckpt = model.to_checkpoint(names=names, imgsz=(64, 64), ignore_index=255, palette=palette, config={})
+    torch.save(ckpt, path)
+    return path
+
+
+def make_images(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w, mode) in SIZES.items():
+        channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+        arr = rng.integers(0, 255, (h, w, channels), dtype=np.uint8)
+        Image.fromarray(arr.squeeze(-1) if channels == 1 else arr, mode).save(folder / name)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these models are tiny, and two threads on a busy 2-core machine stall on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def binary_ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return make_images(tmp_path_factory.mktemp("images"))
+
+
+def test_masks_at_original_size_and_files(binary_ckpt, images, tmp_path):
+    run = mobileseg.predict(
+        weights=str(binary_ckpt),
+        source=str(images),
+        out=str(tmp_path / "out"),
+        save_probs=True,
+        verbose=False,
+        threads=1,
+    )
+    assert run.save_dir == tmp_path / "out" and len(run) == 3 and not run.skipped
+    for r in run:
+        h, w, _ = SIZES[Path(r.path).name]
+        assert r.mask.shape == (h, w) and r.mask.dtype == np.uint8 and set(np.unique(r.mask)) <= {0, 1}
+        assert r.probs.shape == (h, w) and r.probs.dtype == np.float32
+        assert r.seconds > 0 and abs(sum(r.shares.values()) - 1) < 1e-6
+        stem = Path(r.path).stem
+        with Image.open(run.save_dir / f"{stem}_mask.png") as m:
+            assert m.mode == "L" and m.size == (w, h)
+            assert set(np.unique(np.asarray(m))) <= {0, 255}
+            np.testing.assert_array_equal(np.asarray(m) // 255, r.mask)
+        with Image.open(run.save_dir / f"{stem}_overlay.jpg") as o:
+            assert o.size == (w, h) and o.mode == "RGB"
+        probs = np.load(run.save_dir / f"{stem}_probs.npy")
+        assert probs.dtype == np.float16 and probs.shape == (h, w)
+    with open(run.save_dir / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(row["file"]).name for row in rows] == sorted(SIZES)
+    assert {(int(row["height"]), int(row["width"])) for row in rows} == {(h, w) for h, w, _ in SIZES.values()}
+    assert all(0 <= float(row["foreground_share"]) <= 1 for row in rows)
+
+
+def test_default_out_folder_increments(binary_ckpt, images, tmp_path):
+    kw = dict(weights=str(binary_ckpt), source=str(images / "rgb.jpg"), project=str(tmp_path), verbose=False, threads=1)
+    first, second = mobileseg.predict(**kw), mobileseg.predict(**kw)
+    assert first.save_dir == tmp_path / "predict" / "exp" and second.save_dir == tmp_path / "predict" / "exp2"
+
+
+def test_corrupt_files_are_skipped_and_named(binary_ckpt, images, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in SIZES:
+        (folder / name).write_bytes((images / name).read_bytes())
+    (folder / "notes.jpg").write_text("this is text, not a JPEG")
+    jpeg = (images / "rgb.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    run = mobileseg.predict(
+        weights=str(binary_ckpt), source=str(folder), out=str(tmp_path / "o"), batch=2, verbose=False, threads=1
+    )
+    assert sorted(Path(r.path).name for r in run) == sorted(SIZES)
+    assert sorted(Path(p).name for p, _ in run.skipped) == ["notes.jpg", "truncated.jpg"]
+    err = capsys.readouterr().err
+    assert "notes.jpg" in err and "truncated.jpg" in err and "2 input(s) skipped" in err
+
+
+def test_list_file_and_glob_sources(images, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# images\n{images / 'rgb.jpg'}\nmissing.png\n\n{images / 'gray.png'}\n")
+    files, missing = resolve_source(str(listing))
+    assert [f.name for f in files] == ["rgb.jpg", "gray.png"]
+    assert len(missing) == 1 and "missing.png" in missing[0][0]
+    files, _ = resolve_source(str(images / "*.png"))
+    assert [f.name for f in files] == ["gray.png", "rgba.png"]
+    with pytest.raises(FileNotFoundError):
+        resolve_source(str(tmp_path / "nothing-here"))
+
+
+def test_tta_differs_but_keeps_size(binary_ckpt, images):
+    plain = Predictor(binary_ckpt, threads=1).predict_image(images / "gray.png")
+    tta = Predictor(binary_ckpt, tta=True, threads=1).predict_image(images / "gray.png")
+    assert tta.mask.shape == plain.mask.shape == (97, 131)
+    assert np.abs(tta.probs - plain.probs).max() > 1e-4
+
+
+def test_predictor_inputs_and_threads(binary_ckpt, images):
+    predictor = Predictor(binary_ckpt, threads=1)
+    pil = Image.open(images / "rgba.png")
+    a = predictor.predict_image(images / "rgba.png")
+    b = predictor.predict_image(pil)
+    c = predictor.predict_image(np.asarray(pil.convert("RGB")))
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.mask, c.mask)
+    assert a.names == ["background", "pet"] and a.path is not None and b.path is None
+    # Concurrent calls (an HTTP server's threads) give the same answers as sequential ones.
+    inputs = [images / n for n in SIZES] * 2
+    expected = [predictor.predict_image(p).mask for p in inputs]
+    got: dict[int, np.ndarray] = {}
+    threads = [
+        threading.Thread(target=lambda i=i, p=p: got.__setitem__(i, predictor.predict_image(p).mask))
+        for i, p in enumerate(inputs)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, mask in enumerate(expected):
+        np.testing.assert_array_equal(got[i], mask)
+
+
+def test_multiclass_masks_use_palette(tmp_path, images):
+    ckpt = make_checkpoint(tmp_path / "mc.pt", num_classes=3)
+    run = mobileseg.predict(
+        weights=str(ckpt), source=str(images), out=str(tmp_path / "o"), save_probs=True, verbose=False, threads=1
+    )
+    r = run[0]
+    h, w, _ = SIZES[Path(r.path).name]
+    assert r.probs.shape == (3, h, w) and r.mask.max() < 3
+    np.testing.assert_allclose(r.probs.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(r.mask, r.probs.argmax(0))
+    with Image.open(run.save_dir / f"{Path(r.path).stem}_mask.png") as m:
+        assert m.mode == "P" and m.getpalette()[:9] == [0, 0, 0, 255, 0, 0, 0, 255, 0]
+        np.testing.assert_array_equal(np.asarray(m), r.mask)
+    with open(run.save_dir / "predictions.csv") as f:
+        header = next(csv.reader(f))
+    assert header == ["file", "width", "height", "share_c0", "share_c1", "share_c2", "seconds"]
+
+
+def test_missing_arguments_are_explained(binary_ckpt):
+    with pytest.raises(ValueError, match="weights="):
+        mobileseg.predict(source="x.jpg")
+    with pytest.raises(ValueError, match="source="):
+        mobileseg.predict(weights=str(binary_ckpt))

@@ -1,0 +1,435 @@
+"""``mobileseg serve``: every route, every rejection, JSON and PNG answers, concurrency, no upload on disk.
+
+The API is driven in-process with FastAPI's TestClient (no socket); one test starts the real command
+(``python -m mobileseg serve port=0``) to cover the config, the socket and uvicorn. Models are tiny random-init
+checkpoints at 64x64: what is checked is the plumbing (sizes, classes, which mask belongs to which request),
+which a trained model would not make any more convincing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import queue
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from mobileseg import __version__  # noqa: E402
+from mobileseg.config import ConfigError, load_config  # noqa: E402
+from mobileseg.engine.predictor import Predictor  # noqa: E402
+from mobileseg.models import Segmenter  # noqa: E402
+from mobileseg.server import create_app, exposure_warning  # noqa: E402
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def make_checkpoint(path: Path, num_classes: int = 1, seed: int = 0) -> Path:
+    """A tiny random-init model saved as training saves one; the head is scaled so masks are not all one class."""
+    torch.manual_seed(seed)
+    model = Segmenter(num_classes, width_mult=0.35).eval()
+    with torch.no_grad():
+        model.decoder.head.weight.mul_(60)
+    names = ["background", "pet"] if num_classes == 1 else [f"c{i}" for i in range(num_classes)]
+    palette = None if num_classes == 1 else [[0, 0, 0], [255, 0, 0], [0, 255, 0]][:num_classes]
+    torch.save(model.to_checkpoint(names=names, imgsz=(64, 64), ignore_index=255, palette=palette, config={}), path)
+    return path
+
+
+def image_bytes(h: int, w: int, fmt: str = "PNG", seed: int = 0, mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    # Smooth blobs rather than pure noise, so the masks have structure that a mix-up between images would change.
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr[(yy - h / 2) ** 2 / (h / 3) ** 2 + (xx - w / 3) ** 2 / (w / 4) ** 2 < 1] = rng.integers(0, 256, 3)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes | str) -> Image.Image:
+    raw = base64.b64decode(data) if isinstance(data, str) else data
+    with Image.open(io.BytesIO(raw)) as im:
+        assert im.format == "PNG"
+        im.load()
+        return im
+
+
+def flat_png(width: int, height: int) -> bytes:
+    """A one-colour PNG: many pixels in a few hundred bytes."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 140, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims ``width`` x ``height``: a decompression bomb's cheap signature."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    body = struct.pack(">II", width, height) + bytes(data[24:29])  # IHDR: width, height, depth, colour, ...
+    data[16:29] = body
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + body))
+    return bytes(data)
+
+
+def post_image(client: TestClient, data: bytes, name: str = "a.png", ctype: str = "image/png", **kw):
+    return client.post("/predict", files={"file": (name, data, ctype)}, **kw)
+
+
+def assert_error(response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    message = response.json()["error"]
+    for word in words:
+        assert word in message, message
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the models are tiny, and a busy 2-core machine stalls with two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def binary_ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def predictor(binary_ckpt) -> Predictor:
+    return Predictor(binary_ckpt, threads=1)
+
+
+@pytest.fixture(scope="module")
+def client(predictor) -> Iterator[TestClient]:
+    with TestClient(create_app(predictor)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def secured(predictor) -> Iterator[TestClient]:
+    with TestClient(create_app(predictor, token=TOKEN)) as c:
+        yield c
+
+
+# ------------------------------------------------------------------------------------------------- routes
+def test_page_health_and_offline_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    for element in ('id="file-input"', 'id="drop"', 'id="overlay"', 'id="mask"', 'id="legend"', 'id="download"'):
+        assert element in page.text
+    # No CDN, font or script from elsewhere: nothing in the page names another origin.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)
+    assert client.get("/health").json() == {"status": "ok", "version": __version__, "auth_required": False}
+
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)""", docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets  # served here, not by a CDN
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    redoc = client.get("/redoc").text
+    assert "/static-offline-docs/redoc.standalone.js" in redoc and "fonts.googleapis" not in redoc
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body and {"/health", "/model", "/predict"} <= set(spec["paths"])
+
+
+def test_model_route(client, predictor):
+    info = client.get("/model").json()
+    assert info["names"] == ["background", "pet"] and info["binary"] is True
+    assert info["imgsz"] == [64, 64] and info["weights"] == "best.pt" and info["backend"] == "torch"
+    assert info["palette"] == [list(c) for c in predictor.palette[:2]]
+    assert [c["name"] for c in info["classes"]] == info["names"]
+    assert info["max_upload_mb"] == 20 and info["max_pixels"] == 40_000_000
+
+
+def test_predict_json_png_and_raw_body(client, predictor):
+    data = image_bytes(50, 70, "JPEG")
+    expected = predictor.predict_image(Image.open(io.BytesIO(data))).mask
+
+    r = post_image(client, data, "cat.jpg", "image/jpeg")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    j = r.json()
+    assert (j["width"], j["height"]) == (70, 50)
+    assert [c["name"] for c in j["classes"]] == ["background", "pet"]
+    assert abs(sum(c["share"] for c in j["classes"]) - 1) < 1e-6
+    assert j["classes"][1]["share"] == pytest.approx(expected.mean())
+    assert all(j["timing"][k] >= 0 for k in ("decode_s", "inference_s", "encode_s")) and j["timing"]["total_s"] > 0
+    mask = decode_png(j["mask_png"])
+    assert mask.size == (70, 50) and mask.mode == "L"
+    np.testing.assert_array_equal(np.asarray(mask) // 255, expected)
+    assert j["overlay_type"] == "image/jpeg"
+    with Image.open(io.BytesIO(base64.b64decode(j["overlay"]))) as overlay:
+        assert overlay.format == "JPEG" and overlay.size == (70, 50)
+
+    # The mask PNG itself: by Accept, by ?format=png, and for a raw image body.
+    by_accept = post_image(client, data, "cat.jpg", "image/jpeg", headers={"Accept": "image/png"})
+    by_query = post_image(client, data, "cat.jpg", "image/jpeg", params={"format": "png"})
+    raw = client.post("/predict", content=data, headers={"Content-Type": "image/jpeg", "Accept": "image/png"})
+    for r in (by_accept, by_query, raw):
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.headers["x-image-size"] == "70x50"
+        assert r.content == base64.b64decode(j["mask_png"])
+    # JSON wins ties and */*; a PNG overlay, or none, on request.
+    assert post_image(client, data, headers={"Accept": "*/*"}).headers["content-type"] == "application/json"
+    png_overlay = post_image(client, data, params={"overlay": "png"}).json()
+    assert png_overlay["overlay_type"] == "image/png" and decode_png(png_overlay["overlay"]).size == (70, 50)
+    assert post_image(client, data, params={"overlay": "none"}).json()["overlay"] is None
+
+
+def test_multiclass_mask_uses_palette(tmp_path):
+    predictor = Predictor(make_checkpoint(tmp_path / "mc.pt", num_classes=3), threads=1)
+    data = image_bytes(40, 56, "PNG", mode="L")  # greyscale uploads are converted, as in predict
+    expected = predictor.predict_image(Image.open(io.BytesIO(data))).mask
+    with TestClient(create_app(predictor)) as client:
+        assert client.get("/model").json()["palette"] == [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+        j = post_image(client, data).json()
+    mask = decode_png(j["mask_png"])
+    assert mask.mode == "P" and mask.size == (56, 40) and mask.getpalette()[:9] == [0, 0, 0, 255, 0, 0, 0, 255, 0]
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+    assert [c["color"] for c in j["classes"]] == [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+
+
+def test_exif_orientation_is_applied(client):
+    """A phone photo stored sideways: the mask has the size the image is displayed at."""
+    im = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 80, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif)
+    j = post_image(client, buf.getvalue(), "phone.jpg", "image/jpeg").json()
+    assert (j["width"], j["height"]) == (30, 80) and decode_png(j["mask_png"]).size == (30, 80)
+
+
+# --------------------------------------------------------------------------------------------- rejections
+def test_bad_uploads_are_rejected_with_json_errors(client):
+    jpeg = image_bytes(60, 80, "JPEG")
+    assert_error(post_image(client, b"this is text, not an image", "notes.png"), 415, "not an image")
+    assert_error(post_image(client, jpeg[: len(jpeg) // 2], "cut.jpg", "image/jpeg"), 422, "truncated")
+    assert_error(post_image(client, image_bytes(20, 20, "PPM"), "a.ppm"), 415, "supported format")
+    assert_error(post_image(client, b""), 400, "empty")
+    # A form must carry the image as 'file' (or 'image'), or as its only file; text fields alone are no upload.
+    two_files = {"a": ("a.png", image_bytes(8, 8)), "b": ("b.png", image_bytes(9, 9))}
+    assert_error(client.post("/predict", files=two_files), 400, "'file'")
+    text_only = client.post("/predict", data={"note": "hi"}, files={"empty": ("", b"")})
+    assert_error(text_only, 400)
+    assert post_image(client, image_bytes(8, 8), "x.png").status_code == 200
+    assert client.post("/predict", files={"picture": ("p.png", image_bytes(8, 8))}).status_code == 200
+    cut_form = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + jpeg[:100]
+    r = client.post("/predict", content=cut_form, headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+    assert_error(r, 400, "incomplete")
+    r = client.post("/predict", json={"image": "cat.jpg"})
+    assert_error(r, 415, "multipart/form-data")
+    assert_error(client.post("/predict", params={"format": "gif"}, content=jpeg), 422, "format")
+    assert_error(client.get("/no-such-page"), 404)
+    assert_error(client.get("/predict"), 405)
+
+
+def test_size_and_pixel_limits(predictor):
+    app = create_app(predictor, max_upload_mb=0.05, max_pixels=100_000)  # 52 kB, 0.1 MP
+    big = os.urandom(80_000)
+    with TestClient(app) as client:
+        # Content-Length says too much: refused before the body is read.
+        assert_error(post_image(client, big, "big.png"), 413, "max_upload_mb")
+        # No Content-Length (chunked): refused while reading.
+        chunks = iter([big[i : i + 8192] for i in range(0, len(big), 8192)])
+        r = client.post("/predict", content=chunks, headers={"Content-Type": "image/png"})
+        assert "content-length" not in r.request.headers
+        assert_error(r, 413, "over the limit", "max_upload_mb")
+        # Small files whose header claims many pixels: over our limit, and over Pillow's bomb limit.
+        assert_error(post_image(client, flat_png(400, 300)), 413, "max_pixels", "400x300")
+        assert_error(post_image(client, png_with_size(8000, 8000)), 413, "max_pixels")
+        assert_error(post_image(client, png_with_size(30000, 30000)), 413)
+        assert post_image(client, flat_png(200, 300)).status_code == 200  # 60 kpx in a few hundred bytes: fine
+    with TestClient(create_app(predictor, max_pixels=10**9)) as client:  # only Pillow's own bomb check is left
+        assert_error(post_image(client, png_with_size(30000, 30000)), 413, "decompression bomb")
+
+
+def test_token(secured):
+    data = image_bytes(32, 48)
+    assert secured.get("/health").json()["auth_required"] is True
+    assert secured.get("/").status_code == 200  # the page loads, then asks for the token
+    for call in (lambda h: secured.get("/model", headers=h), lambda h: post_image(secured, data, headers=h)):
+        missing = call({})
+        assert_error(missing, 401, "Bearer")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert_error(call({"Authorization": "Bearer wrong"}), 401, "wrong token")
+        assert_error(call({"Authorization": f"Basic {TOKEN}"}), 401)
+        assert call(AUTH).status_code == 200
+        assert call({"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    spec = secured.get("/openapi.json").json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def test_host_check(predictor):
+    app = create_app(predictor, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+        assert client.get("/health", headers={"Host": "[::1]:8000"}).status_code == 200
+        assert_error(client.get("/health", headers={"Host": "evil.example:8000"}), 400, "evil.example")
+
+
+def test_exposure_warning():
+    assert exposure_warning("127.0.0.1", None) is None
+    assert exposure_warning("localhost", None) is None
+    assert exposure_warning("::1", None) is None
+    assert exposure_warning("0.0.0.0", "tok") is None
+    assert "without a token" in exposure_warning("0.0.0.0", None)
+    assert "without a token" in exposure_warning("192.168.1.5", None)
+
+
+def test_serve_config_keys(monkeypatch):
+    cfg = load_config(overrides=["host=0.0.0.0", "port=9001", "token=abc", "max_upload_mb=5", "max_pixels=1000"])
+    assert (cfg.serve.host, cfg.serve.port, cfg.serve.token) == ("0.0.0.0", 9001, "abc")
+    assert (cfg.serve.max_upload_mb, cfg.serve.max_pixels) == (5, 1000)
+    defaults = load_config().serve
+    assert (defaults.host, defaults.port, defaults.token, defaults.max_upload_mb) == ("127.0.0.1", 8000, None, 20)
+    assert load_config(overrides=["token="]).serve.token is None
+    with pytest.raises(ConfigError, match="token must be text"):
+        load_config(overrides=["token=0123"])  # YAML reads it as 83: refused, not silently changed
+    monkeypatch.setenv("MOBILESEG_TOKEN", "from-env")
+    assert load_config().serve.token is None  # read by the server, never copied into a saved config
+
+
+# --------------------------------------------------------------------------------------------- concurrency
+def test_concurrent_requests_get_their_own_answers(predictor):
+    sizes = [(24 + 7 * i, 90 - 3 * i) for i in range(20)]  # all different, so a swapped answer shows
+    uploads = [image_bytes(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    expected = [predictor.predict_image(Image.open(io.BytesIO(d))).mask for d in uploads]
+
+    def ask(i: int) -> np.ndarray:
+        if i % 2:  # half as PNG, half as JSON
+            r = post_image(client, uploads[i], f"{i}.png", headers={"Accept": "image/png"})
+            assert r.status_code == 200, r.text
+            return np.asarray(decode_png(r.content)) // 255
+        r = post_image(client, uploads[i], f"{i}.png")
+        assert r.status_code == 200, r.text
+        assert (r.json()["height"], r.json()["width"]) == sizes[i]
+        return np.asarray(decode_png(r.json()["mask_png"])) // 255
+
+    with TestClient(create_app(predictor)) as client, ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(ask, range(20)))
+    for i, mask in enumerate(got):
+        assert mask.shape == sizes[i]
+        np.testing.assert_array_equal(mask, expected[i])
+
+
+# ------------------------------------------------------------------------------------------------ no disk
+def test_uploads_never_touch_the_disk(client, monkeypatch, tmp_path):
+    """A 3 MB upload (Starlette's form parser spools anything over 1 MB to a temporary file) stays in memory."""
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a temporary file was created for an upload")
+
+    for name in ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    import starlette.formparsers
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", refuse)
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8)).save(buf, format="PNG", compress_level=0)
+    data = buf.getvalue()
+    assert len(data) > 2_900_000
+    r = post_image(client, data, "big.png", headers={"Accept": "image/png"})
+    assert r.status_code == 200 and decode_png(r.content).size == (1000, 1000)
+    assert list(spool.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------- the real command
+def start_server(weights: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``python -m mobileseg serve weights=... port=0 ...`` in a subprocess; returns it and the page's URL.
+
+    ``port=0`` lets the OS pick a free port (no race with other tests); the command prints the URL it got.
+    """
+    command = [sys.executable, "-m", "mobileseg", "serve", f"weights={weights}", "port=0", "threads=1", *args]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    deadline, seen = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(r"page: (http://\S+/)", line)
+        if match:
+            url = match.group(1)
+            import httpx
+
+            while time.monotonic() < deadline:  # the socket is bound; uvicorn listens a moment later
+                try:
+                    if httpx.get(url + "health", timeout=2, trust_env=False).status_code == 200:
+                        return proc, url
+                except httpx.TransportError:
+                    time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError("mobileseg serve did not start:\n" + "".join(seen))
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_cli_serves_on_loopback_with_env_token(binary_ckpt):
+    import httpx
+
+    proc, url = start_server(binary_ckpt, "verbose=false", env={"MOBILESEG_TOKEN": TOKEN})
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=url, timeout=30, trust_env=False) as http:
+            assert http.get("health").json()["auth_required"] is True
+            assert http.get("model").status_code == 401
+            assert http.get("model", headers=AUTH).json()["names"] == ["background", "pet"]
+            r = http.post(
+                "predict", headers={**AUTH, "Accept": "image/png"}, files={"file": ("a.png", image_bytes(33, 44))}
+            )
+            assert r.status_code == 200 and decode_png(r.content).size == (44, 33)
+            assert http.get("health", headers={"Host": "attacker.example"}).status_code == 400
+    finally:
+        stop_server(proc)
