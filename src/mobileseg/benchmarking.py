@@ -349,4 +349,3 @@ __all__ = [
     "cpu_model",
     "measure_interleaved",
 ]
-

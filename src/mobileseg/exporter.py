@@ -835,4 +835,3 @@ __all__ = [
     "subpixel_rewrite",
     "read_onnx_metadata",
 ]
-
