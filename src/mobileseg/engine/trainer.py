@@ -246,6 +246,9 @@ class Trainer:
         finally:
             if self.dist.main:
                 signal.signal(signal.SIGINT, previous)
+        if self.stop_reason == "interrupted" and self.dist.main:
+            last = self.weights_dir / "last.pt"
+            print(f"Saved {last}. Resume with:\n  mobileseg train resume={last}")
         return self._finish()
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -361,10 +364,6 @@ class Trainer:
             if self._stop_requested():
                 if self.dist.main:
                     save_checkpoint(self._state(epoch, step), self.weights_dir / "last.pt")
-                    print(
-                        f"Saved {self.weights_dir / 'last.pt'} at epoch {epoch + 1}, step {step}. Resume with:\n"
-                        f"  mobileseg train resume={self.weights_dir / 'last.pt'}"
-                    )
                 bar.close()
                 return None
         bar.close()

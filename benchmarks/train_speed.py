@@ -1,0 +1,215 @@
+"""Training speed, side by side with the TensorFlow tutorial's Keras model, in one run.
+
+Measures, at batch 8, 224 px, with the threads every mobileseg command uses:
+
+1. the Keras tutorial model's training step (``keras_tutorial_step.py`` in its own environment with
+   tensorflow-cpu; created under ``.bench/tfenv`` on first use — never a dependency of mobileseg);
+2. mobileseg's pure model step (forward + BCE + backward + AdamW on a fixed batch);
+3. end-to-end ``mobileseg.train`` throughput over whole epochs (data loading included, as logged in
+   results.csv) on the bundled pets sample replicated 1x, 2x and 4x, so the data-pipeline overhead and the
+   linear growth of epoch time can be read off;
+4. peak memory (RSS) of training at batch 16 after each of 3 epochs (a leak would grow it).
+
+    .venv/bin/python benchmarks/train_speed.py            # prints a table and the ratio
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEAK_GFLOPS = 186.0  # this machine's fp32 matmul peak on 2 cores (AMD EPYC Zen 3, AVX2), measured here
+
+
+def keras_reference(tf_python: Path, threads: int, steps: int) -> dict:
+    if not tf_python.exists():
+        env_dir = tf_python.parent.parent
+        print(f"creating {env_dir} with tensorflow-cpu (once)...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+        subprocess.run([str(tf_python), "-m", "pip", "install", "-q", "tensorflow-cpu==2.21.0"], check=True)
+    out = subprocess.run(
+        [
+            str(tf_python),
+            str(ROOT / "benchmarks" / "keras_tutorial_step.py"),
+            "--threads",
+            str(threads),
+            "--steps",
+            str(steps),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def pure_step(steps: int, batch: int = 8, size: int = 224) -> float:
+    import torch
+
+    from mobileseg.engine.loss import SegmentationLoss
+    from mobileseg.models import Segmenter
+
+    model = Segmenter(1).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    loss_fn = SegmentationLoss(1)
+    x = torch.rand(batch, 3, size, size)
+    y = (torch.rand(batch, size, size) > 0.5).long()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def replicated_sample(dest: Path, copies: int) -> Path:
+    """The bundled sample's train split repeated ``copies`` times (val kept once), as a dataset YAML."""
+    import yaml
+
+    from mobileseg.data import sample_root
+
+    src = sample_root()
+    spec = yaml.safe_load((src / "data.yaml").read_text())
+    (dest / "images").mkdir(parents=True)
+    (dest / "masks").mkdir()
+    (dest / "splits").mkdir()
+    train = (src / "splits" / "train.txt").read_text().split()
+    val = (src / "splits" / "val.txt").read_text().split()
+    stems: dict[str, list[str]] = {"train": [], "val": []}
+    for split, names, n in (("train", train, copies), ("val", val, 1)):
+        for c in range(n):
+            for stem in names:
+                new = f"{stem}_c{c}"
+                img = next((src / "images").glob(f"{stem}.*"))
+                shutil.copy(img, dest / "images" / f"{new}{img.suffix}")
+                shutil.copy(src / "masks" / f"{stem}.png", dest / "masks" / f"{new}.png")
+                stems[split].append(new)
+    for split, names in stems.items():
+        (dest / "splits" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    doc = {k: v for k, v in spec.items() if k not in ("splits", "path")}
+    doc.update(path=".", splits={"train": "splits/train.txt", "val": "splits/val.txt"})
+    (dest / "data.yaml").write_text(yaml.safe_dump(doc))
+    return dest / "data.yaml"
+
+
+def end_to_end(work: Path, copies: int, epochs: int = 3, batch: int = 8) -> dict:
+    import mobileseg
+
+    data = replicated_sample(work / f"x{copies}", copies)
+    r = mobileseg.train(
+        data=str(data),
+        epochs=epochs,
+        batch=batch,
+        encoder_weights="none",
+        project=str(work),
+        name=f"x{copies}",
+        verbose=False,
+        augment=True,
+    )
+    later = r.history[1:]  # epoch 1 decodes every JPEG into the cache
+    return {
+        "images": int(round(later[0]["img_s"] * later[0]["epoch_s"])),
+        "img_s": statistics.median(h["img_s"] for h in later),
+        "epoch_s": statistics.median(h["epoch_s"] for h in later),
+    }
+
+
+def memory(work: Path, epochs: int = 3) -> list[float]:
+    """RSS (MB) at the end of every epoch of a batch-16 run, from a hook on the trainer's epoch."""
+    import mobileseg
+    from mobileseg.engine import trainer as trainer_mod
+
+    rss: list[float] = []
+    original = trainer_mod.Trainer._train_epoch
+
+    def hooked(self, *a, **k):  # type: ignore[no-untyped-def]
+        out = original(self, *a, **k)
+        status = Path("/proc/self/status").read_text()
+        rss.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024)
+        return out
+
+    trainer_mod.Trainer._train_epoch = hooked
+    try:
+        data = replicated_sample(work / "mem", 2)
+        mobileseg.train(
+            data=str(data),
+            epochs=epochs,
+            batch=16,
+            encoder_weights="none",
+            project=str(work),
+            name="mem",
+            verbose=False,
+        )
+    finally:
+        trainer_mod.Trainer._train_epoch = original
+    return rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tf-python", type=Path, default=ROOT / ".bench" / "tfenv" / "bin" / "python")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--skip-keras", action="store_true")
+    args = ap.parse_args()
+
+    from mobileseg.engine.runtime import setup_threads
+    from mobileseg.models import Segmenter
+
+    threads = setup_threads(None)
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    print(f"{cpu}, {os.cpu_count()} cores, torch threads {threads}")
+    gflops_train = 3 * Segmenter(1).summary((224, 224))["gflops"]  # forward + ~2x for backward
+
+    keras = None if args.skip_keras else keras_reference(args.tf_python, threads, args.steps)
+    pure = pure_step(args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        e2e = {c: end_to_end(work, c) for c in (1, 2, 4)}
+        rss = memory(work)
+
+    print(f"\n{'measure':<46}{'images/s':>10}")
+    if keras:
+        print(f"{'Keras tutorial model, train step (' + keras['framework'] + ')':<46}{keras['train_img_s']:>10.2f}")
+    print(f"{'mobileseg pure model step':<46}{pure:>10.2f}")
+    for c, r in e2e.items():
+        label = f"mobileseg train end-to-end, {r['images']} images/epoch ({c}x)"
+        print(f"{label:<46}{r['img_s']:>10.2f}   epoch {r['epoch_s']:.1f}s")
+    best = e2e[4]["img_s"]
+    print(
+        f"\nFLOP ceiling: {PEAK_GFLOPS:.0f} GFLOP/s / {gflops_train:.1f} GFLOP per training image = "
+        f"{PEAK_GFLOPS / gflops_train:.1f} images/s; end-to-end reaches {best * gflops_train / PEAK_GFLOPS:.0%}"
+    )
+    print(f"data pipeline overhead over the pure step: {pure / best - 1:+.1%}")
+    ratios = [e2e[c]["epoch_s"] / e2e[1]["epoch_s"] for c in (2, 4)]
+    print(f"epoch time vs 1x: 2x -> {ratios[0]:.2f}, 4x -> {ratios[1]:.2f} (linear = 2, 4)")
+    print(f"RSS at the end of each epoch, batch 16: {', '.join(f'{m:.0f} MB' for m in rss)}")
+    if keras:
+        print(f"\nRATIO mobileseg end-to-end / Keras train step = {best / keras['train_img_s']:.2f}x (goal 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
