@@ -85,7 +85,9 @@ def evaluate(
     start = time.perf_counter()
     samples = getattr(loader.dataset, "samples", None)
     index = 0
-    for images, targets in tqdm(loader, desc="  eval", leave=False, disable=not progress):
+    for images, targets in tqdm(
+        loader, desc="  eval", leave=False, disable=None if progress else True
+    ):  # None: bars only on a terminal
         images, targets = images.to(device), targets.to(device)
         logits = model(images)
         if loss_fn is not None:

@@ -633,7 +633,9 @@ def predict(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) 
     writer = _Writer(predictor, save_dir, pc.save_probs)
     results: list[PredictionResult] = []
     start = time.perf_counter()
-    progress = tqdm(total=len(files), desc="  predict", leave=False, disable=not rt.verbose)
+    progress = tqdm(
+        total=len(files), desc="  predict", leave=False, disable=None if rt.verbose else True
+    )  # None: bars only on a terminal
     try:
         for chunk in _batched(files, cfg.train.batch):
             images, paths, decode = [], [], []

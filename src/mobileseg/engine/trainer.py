@@ -329,7 +329,7 @@ class Trainer:
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             total=self.steps_per_epoch,
             initial=skip,
-            disable=not (self.dist.main and cfg.runtime.verbose),
+            disable=None if (self.dist.main and cfg.runtime.verbose) else True,  # None: bars only on a terminal
             leave=False,
             dynamic_ncols=True,
         )
