@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -62,3 +63,12 @@ def binary_folder(tmp_path: Path, make_pair) -> Path:
     for i in range(20):
         make_pair(root, f"im{i:02d}", seed=i)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, for tests of tiny models: two threads on a busy 2-core machine stall on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import helpers
 import numpy as np
 import onnx
 import pytest
@@ -21,34 +22,17 @@ from mobileseg.engine.predictor import OnnxBackend, Predictor
 from mobileseg.exporter import ExportError, SubPixelConvTranspose2d, check_parity, read_onnx_metadata
 from mobileseg.models import Segmenter
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMGSZ = (64, 64)
 
 
 def make_checkpoint(path: Path, dataset: Path | None, seed: int = 0) -> Path:
     """A tiny random-init binary model saved like the trainer does, naming ``dataset`` in its config."""
-    torch.manual_seed(seed)
-    model = Segmenter(1, width_mult=0.35).eval()
-    with torch.no_grad():  # random init gives logits of +-0.05; scale them to a trained model's range of units
-        model.decoder.head.weight.mul_(60)
     config = load_config(overrides={"data": str(dataset), "imgsz": IMGSZ[0]}).to_dict() if dataset else {}
-    ckpt = model.to_checkpoint(
-        names=["background", "shape"],
-        imgsz=IMGSZ,
-        ignore_index=255,
-        palette=[[0, 0, 0], [200, 60, 60]],
-        config=config,
+    return helpers.make_checkpoint(
+        path, names=["background", "shape"], seed=seed, imgsz=IMGSZ, palette=[[0, 0, 0], [200, 60, 60]], config=config
     )
-    torch.save(ckpt, path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and two threads on a busy 2-core machine stall on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

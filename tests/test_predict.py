@@ -8,27 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import make_checkpoint
 from PIL import Image
 
 import mobileseg
 from mobileseg.engine.predictor import Predictor, resolve_source
-from mobileseg.models import Segmenter
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZES = {"rgb.jpg": (50, 70, "RGB"), "gray.png": (97, 131, "L"), "rgba.png": (300, 200, "RGBA")}  # H, W, mode
-
-
-def make_checkpoint(path: Path, num_classes: int = 1, names: list[str] | None = None, seed: int = 0) -> Path:
-    """A tiny random-init model saved the way the trainer saves one (no dataset: config without data)."""
-    torch.manual_seed(seed)
-    model = Segmenter(num_classes, width_mult=0.35).eval()
-    with torch.no_grad():  # random init gives logits of +-0.05; scale them to a trained model's range of units
-        model.decoder.head.weight.mul_(60)
-    names = names or (["background", "pet"] if num_classes == 1 else [f"c{i}" for i in range(num_classes)])
-    palette = None if num_classes == 1 else [[0, 0, 0], [255, 0, 0], [0, 255, 0]][:num_classes]
-    ckpt = model.to_checkpoint(names=names, imgsz=(64, 64), ignore_index=255, palette=palette, config={})
-    torch.save(ckpt, path)
-    return path
 
 
 def make_images(folder: Path) -> Path:
@@ -39,15 +27,6 @@ def make_images(folder: Path) -> Path:
         arr = rng.integers(0, 255, (h, w, channels), dtype=np.uint8)
         Image.fromarray(arr.squeeze(-1) if channels == 1 else arr, mode).save(folder / name)
     return folder
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these models are tiny, and two threads on a busy 2-core machine stall on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

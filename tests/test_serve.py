@@ -26,33 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import make_checkpoint  # noqa: E402
 
 from mobileseg import __version__  # noqa: E402
 from mobileseg.config import ConfigError, load_config  # noqa: E402
 from mobileseg.engine.predictor import Predictor  # noqa: E402
-from mobileseg.models import Segmenter  # noqa: E402
 from mobileseg.server import create_app, exposure_warning  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def make_checkpoint(path: Path, num_classes: int = 1, seed: int = 0) -> Path:
-    """A tiny random-init model saved as training saves one; the head is scaled so masks are not all one class."""
-    torch.manual_seed(seed)
-    model = Segmenter(num_classes, width_mult=0.35).eval()
-    with torch.no_grad():
-        model.decoder.head.weight.mul_(60)
-    names = ["background", "pet"] if num_classes == 1 else [f"c{i}" for i in range(num_classes)]
-    palette = None if num_classes == 1 else [[0, 0, 0], [255, 0, 0], [0, 255, 0]][:num_classes]
-    torch.save(model.to_checkpoint(names=names, imgsz=(64, 64), ignore_index=255, palette=palette, config={}), path)
-    return path
 
 
 def image_bytes(h: int, w: int, fmt: str = "PNG", seed: int = 0, mode: str = "RGB") -> bytes:
@@ -105,13 +96,6 @@ def assert_error(response, status: int, *words: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the models are tiny, and a busy 2-core machine stalls with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -54,11 +54,10 @@ test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 def check_data(cfg: Any = None, **overrides: Any) -> Any:
     """Check a dataset (``mobileseg check-data``); returns a :class:`~mobileseg.data.DataReport`."""
-    from mobileseg.config import Config, load_config
+    from mobileseg.config import resolve_config
     from mobileseg.data import check_dataset, resolve_dataset
 
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
+    cfg = resolve_config(cfg, overrides)
     d = cfg.data
     return check_dataset(resolve_dataset(d.dataset, d.preset, d.split_ratios, d.split_seed))
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobileseg.config import Config, load_config
+from mobileseg.config import Config, resolve_config
 from mobileseg.engine.runtime import increment_path, setup_threads
 
 WARMUP = 3  # untimed runs first: allocator, thread pools and ORT's kernel selection settle in the first calls
@@ -217,10 +217,7 @@ def benchmark(
         runs: timed batch-1 runs per backend (batch N: a quarter of them, at least 2); backends are timed
             round-robin, see :func:`measure_interleaved`.
     """
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     rt = cfg.runtime
     if not rt.weights:
         raise ValueError("no model given: pass weights=<best.pt or model.onnx>")

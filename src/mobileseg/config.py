@@ -302,6 +302,15 @@ def load_config(
         raise ConfigError(_explain(e)) from None
 
 
+def resolve_config(
+    cfg: Config | str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """What every API entry point accepts: a :class:`Config`, a YAML path or dict, plus keyword overrides."""
+    if not isinstance(cfg, Config):
+        return load_config(cfg, overrides)
+    return load_config(cfg.to_dict(), overrides) if overrides else cfg
+
+
 def _explain(err: ValidationError) -> str:
     lines = []
     for item in err.errors():

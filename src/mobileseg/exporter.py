@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileseg.config import Config, ConfigError, DataConfig, load_config
+from mobileseg.config import Config, ConfigError, DataConfig, load_config, resolve_config
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import (
     INPUT_NAME,
@@ -686,10 +686,7 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
         ExportError: the export failed or its parity check failed (the figures are in the message).
         ConfigError: int8 asked for with TorchScript.
     """
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     ec, rt = cfg.export, cfg.runtime
     if not rt.weights:
         raise ValueError("no model given: pass weights=<path to best.pt>")

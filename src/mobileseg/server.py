@@ -57,7 +57,7 @@ from typing import Annotated, Any, Literal
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mobileseg import __version__
-from mobileseg.config import Config, load_config
+from mobileseg.config import Config, resolve_config
 from mobileseg.data.loading import PIL_ERRORS, _to_rgb
 from mobileseg.engine.predictor import Predictor, warn
 
@@ -591,10 +591,7 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
 
     from mobileseg.engine.runtime import prepare
 
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     rt, sc = cfg.runtime, cfg.serve
     if not rt.weights:
         raise ValueError("no model given: pass weights=<best.pt or model.onnx>")

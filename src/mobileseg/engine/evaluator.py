@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from mobileseg import viz
-from mobileseg.config import Config, load_config
+from mobileseg.config import Config, load_config, resolve_config
 from mobileseg.data import DatasetSpec, SegmentationDataset, load_dataset
 from mobileseg.engine.checkpoint import load_checkpoint
 from mobileseg.engine.loss import SegmentationLoss
@@ -178,10 +178,7 @@ def evaluate_checkpoint(
     Writes ``metrics.json``, ``per_class.csv`` (multi-class), ``per_image.csv``, ``confusion_matrix.png``,
     ``predictions.png`` and ``worst.png`` (the lowest-IoU images). Returns the metrics dict with the paths.
     """
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     split = split or cfg.runtime.split
     if not cfg.runtime.weights:
         raise ValueError("no model given: pass weights=<path to best.pt>")

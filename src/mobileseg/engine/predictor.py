@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from mobileseg import __version__, viz
-from mobileseg.config import Config, default_threads, load_config
+from mobileseg.config import Config, default_threads, resolve_config
 from mobileseg.engine.runtime import increment_path, prepare
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -602,10 +602,7 @@ def predict(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) 
         >>> run = mobileseg.predict(weights="best.pt", source="photos/")  # doctest: +SKIP
         >>> run.save_dir, [r.shares for r in run]  # doctest: +SKIP
     """
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     rt, pc = cfg.runtime, cfg.predict
     if not rt.weights:
         raise ValueError("no model given: pass weights=<best.pt or model.onnx>")

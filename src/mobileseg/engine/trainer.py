@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mobileseg import viz
-from mobileseg.config import Config, load_config
+from mobileseg.config import Config, load_config, resolve_config
 from mobileseg.data import (
     SegmentationDataset,
     build_transforms,
@@ -526,10 +526,7 @@ def train(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
         >>> result.best
         PosixPath('runs/train/exp/weights/best.pt')
     """
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = load_config(cfg.to_dict(), overrides)
+    cfg = resolve_config(cfg, overrides)
     return Trainer(cfg).fit()
 
 
