@@ -113,7 +113,7 @@ class TrainConfig(_Section):
     amp: bool = Field(True, description="mixed precision where the device supports it (CUDA)")
     patience: int = Field(0, ge=0, description="early stopping after N epochs without improvement; 0 = off")
     resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
-    sync_bn: bool = Field(False, description="SyncBatchNorm under DDP")
+    sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")
     plot_every: int = Field(1, ge=1, description="refresh plots every N epochs")
 
 

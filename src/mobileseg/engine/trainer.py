@@ -144,7 +144,12 @@ class Trainer:
         model = Segmenter.from_config(cfg.model, out_channels)
         model.names, model.imgsz = list(self.spec.names), tuple(imgsz)
         if self.dist.enabled and cfg.train.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:  # PyTorch's SyncBatchNorm raises on CPU tensors mid-step; say so up front instead
+                self.log("sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BN stays per process)")
+                    "sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BatchNorm stays per process)"
+                )
         self.model = model.to(self.device)
         self.loss_fn = SegmentationLoss(
             out_channels,
