@@ -148,8 +148,6 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:  # PyTorch's SyncBatchNorm raises on CPU tensors mid-step; say so up front instead
                 self.log("sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BN stays per process)")
-                    "sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BatchNorm stays per process)"
-                )
         self.model = model.to(self.device)
         self.loss_fn = SegmentationLoss(
             out_channels,
