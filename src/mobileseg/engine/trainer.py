@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -231,11 +230,10 @@ class Trainer:
         if self.dist.main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             self._write_args()
-        s = self.model.summary(cfg.data.imgsz)
         self.log(
             f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
             f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
-            f"model: {self.model.format_summary(cfg.data.imgsz) if hasattr(self.model, 'format_summary') else s}\n"
+            f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
             f"device {self.device}  threads {self.threads}  workers {self.workers}  processes {self.dist.world_size}"
             f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  run {self.save_dir}"
         )
@@ -531,8 +529,3 @@ def train(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     """
     cfg = resolve_config(cfg, overrides)
     return Trainer(cfg).fit()
-
-
-def copy_best(result: TrainResult, dest: str | Path) -> Path:
-    """Copy the best checkpoint somewhere handy (e.g. for shipping)."""
-    return Path(shutil.copy2(result.best, dest))
