@@ -255,7 +255,7 @@ def benchmark(
             from mobileseg.models import Segmenter
 
             ckpt = load_checkpoint(weights)
-            model = Segmenter.from_checkpoint(weights).eval()
+            model = Segmenter.from_checkpoint(ckpt, source=str(weights)).eval()
             info = ModelInfo.from_checkpoint(ckpt, model)
         h, w = info.imgsz
         g = torch.Generator().manual_seed(0)

@@ -702,7 +702,7 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
     from mobileseg.models import Segmenter
 
     ckpt = load_checkpoint(weights)
-    model = Segmenter.from_checkpoint(weights).eval()
+    model = Segmenter.from_checkpoint(ckpt, source=str(weights)).eval()
     info = ModelInfo.from_checkpoint(ckpt, model)
     path = default_output(weights, ec.format, cfg.predict.out)
     spec, why_not = open_dataset(checkpoint_data_config(cfg, ckpt, info.imgsz))

@@ -183,8 +183,9 @@ def evaluate_checkpoint(
     if not cfg.runtime.weights:
         raise ValueError("no model given: pass weights=<path to best.pt>")
     d, device, _ = prepare(cfg.runtime)
-    model = Segmenter.from_checkpoint(cfg.runtime.weights).to(device)
-    ckpt_cfg = load_checkpoint(cfg.runtime.weights).get("config") or {}
+    ckpt = load_checkpoint(cfg.runtime.weights)
+    model = Segmenter.from_checkpoint(ckpt, source=str(cfg.runtime.weights)).to(device)
+    ckpt_cfg = ckpt.get("config") or {}
     data_cfg = cfg.data
     if data_cfg.dataset is None and ckpt_cfg.get("data"):
         # The dataset the model was trained on, split the same way, at the model's own size.

@@ -262,7 +262,7 @@ def load_backend(
     from mobileseg.models import Segmenter
 
     ckpt = load_checkpoint(path)
-    model = Segmenter.from_checkpoint(path)
+    model = Segmenter.from_checkpoint(ckpt, source=str(path))
     return TorchBackend(model, device), ModelInfo.from_checkpoint(ckpt, model)
 
 

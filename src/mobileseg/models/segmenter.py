@@ -251,9 +251,12 @@ class Segmenter(nn.Module):
         }
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: Any = "cpu") -> Segmenter:
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu", source: str | None = None
+    ) -> Segmenter:
         """Rebuild the exact model from a checkpoint file alone (returned in eval mode).
 
+        ``path`` may also be the checkpoint dict itself (loaded once by a caller that needs its other entries).
         The file must be a dict with ``model`` (state dict) and ``model_args`` (the constructor arguments);
         optional ``names`` (class names) and ``imgsz`` ([H, W]) become ``model.names`` / ``model.imgsz``.
         It is read with :func:`safe_torch_load`, so a file that would run code is refused.
@@ -261,7 +264,10 @@ class Segmenter(nn.Module):
         Raises:
             WeightsError: the file is unreadable, not in that form, or does not match its own ``model_args``.
         """
-        ckpt = safe_torch_load(path, map_location=map_location)
+        if isinstance(path, Mapping):  # already loaded by the caller, who also needs its other entries
+            ckpt, path = path, source or "checkpoint"  # ``source`` names the file in error messages
+        else:
+            ckpt = safe_torch_load(path, map_location=map_location)
         if not isinstance(ckpt, Mapping) or "model" not in ckpt or "model_args" not in ckpt:
             if isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
                 what = "a bare state dict"
