@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", help="dataset preset, with --data")
     p.add_argument("--threads", type=int, default=None, help="threads for torch and ORT (default: the cores)")
     p.add_argument("--batch", type=int, default=8, help="batch of the throughput figure")
-    p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs (batch-N uses a quarter)")
+    p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs (batch-N uses half as many)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--calib-images", type=int, default=32, help="int8 calibration images (training split)")
     p.add_argument("--project", default="runs", help="root of run folders")

@@ -56,6 +56,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument(
+        "--jit",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="model.compile(jit_compile=...): Keras 3's default 'auto' turns XLA on for the TF backend",
+    )
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -64,7 +70,8 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     model = build_model(args.size)
-    model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True))
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit]
+    model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=jit)
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, args.size, args.size, 3), dtype=np.float32)
     y = (rng.random((args.batch, args.size, args.size, 1)) > 0.5).astype(np.float32)
@@ -89,6 +96,8 @@ def main() -> None:
                 "train_img_s": args.batch / statistics.median(train),
                 "infer_img_s": args.batch / statistics.median(infer),
                 "threads": args.threads,
+                "jit_compile": args.jit,
+                "xla": bool(getattr(model, "jit_compile", False)),
                 "batch": args.batch,
                 "size": args.size,
             }

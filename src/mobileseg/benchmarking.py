@@ -170,7 +170,7 @@ def measure_interleaved(
     Args:
         batch: images per ``many`` call.
         runs: timed batch-1 runs per candidate.
-        batch_runs: timed batch-N runs per candidate (default: a quarter of ``runs``, at least 2).
+        batch_runs: timed batch-N runs per candidate (default: half of ``runs``, at least 3).
     """
     for c in candidates:
         for _ in range(warmup):
@@ -183,7 +183,7 @@ def measure_interleaved(
             start = time.perf_counter()
             c.one()
             latency[c.name].append(time.perf_counter() - start)
-    for _ in range(batch_runs or max(2, runs // 4)):
+    for _ in range(batch_runs or max(3, runs // 2)):
         for c in candidates:
             start = time.perf_counter()
             c.many()
@@ -214,7 +214,7 @@ def benchmark(
         cfg: config, YAML path or dict; ``batch`` sets N, ``threads`` the thread count, ``int8`` is not needed
             (int8 is always attempted).
         warmup: untimed runs (batch 1 and batch N) of each backend before timing.
-        runs: timed batch-1 runs per backend (batch N: a quarter of them, at least 2); backends are timed
+        runs: timed batch-1 runs per backend (batch N: half of them, at least 3); backends are timed
             round-robin, see :func:`measure_interleaved`.
     """
     cfg = resolve_config(cfg, overrides)

@@ -355,6 +355,7 @@ class SubPixelConvTranspose2d(nn.Module):
                     for tw, dw in taps[1][b]:
                         w[a, b, :, :, dh - lo[0], dw - lo[1]] = weight[:, :, th, tw].t()
         self.stride, self.out_channels = s, c_out
+        self.activation: nn.Module = nn.Identity()  # see subpixel_rewrite
         self.pad = (-lo[1], hi[1], -lo[0], hi[0])  # F.pad order: left, right, top, bottom
         self.conv = nn.Conv2d(c_in, s * s * c_out, (kh, kw), bias=ct.bias is not None)
         self.conv.weight.data.copy_(w.reshape(s * s * c_out, c_in, kh, kw))
@@ -368,20 +369,40 @@ class SubPixelConvTranspose2d(nn.Module):
         return ct.groups == 1 and ct.dilation == (1, 1) and ct.stride[0] == ct.stride[1] and s > 1 and same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(nn.functional.pad(x, self.pad))
-        n, _, h, w = y.shape
+        # The shuffle is written channels-last: ORT runs int8 convolutions in NHWC, so the NCHW<->NHWC
+        # transposes it inserts around each conv cancel against these permutes, the shuffle itself moves whole
+        # C-element rows, and the sizes are read from an NHWC tensor (no transpose or dequantize just for a
+        # Shape). Written NCHW, the same graph spent more time in Transpose than in the convolutions.
+        y = self.activation(self.conv(nn.functional.pad(x, self.pad))).permute(0, 2, 3, 1)  # (n, h, w, a*b*c)
+        n, h, w, _ = y.shape
         s, c = self.stride, self.out_channels
-        y = y.view(n, s, s, c, h, w).permute(0, 3, 4, 1, 5, 2)  # (n, c, h, a, w, b)
-        return y.reshape(n, c, h * s, w * s)
+        y = y.reshape(n, h, w, s, s, c).permute(0, 1, 3, 2, 4, 5)  # (n, h, a, w, b, c)
+        return y.reshape(n, h * s, w * s, c).permute(0, 3, 1, 2)
 
 
 def subpixel_rewrite(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every supported ``ConvTranspose2d`` replaced by :class:`SubPixelConvTranspose2d`."""
+    """A copy of ``model`` with every supported ``ConvTranspose2d`` replaced by :class:`SubPixelConvTranspose2d`.
+
+    A ReLU that follows the transposed conv in the same Sequential (past Identity/Dropout, e.g. a folded
+    BatchNorm) moves into the sub-pixel module, before the shuffle: an elementwise op commutes with moving data,
+    and there ONNX Runtime fuses it into the int8 convolution instead of re-quantizing after the shuffle.
+    """
     rewritten = copy.deepcopy(model).eval().cpu()
     for module in list(rewritten.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.ConvTranspose2d) and SubPixelConvTranspose2d.supports(child):
-                setattr(module, name, SubPixelConvTranspose2d(child))
+                sub = SubPixelConvTranspose2d(child)
+                setattr(module, name, sub)
+                if isinstance(module, nn.Sequential):
+                    names = list(module._modules)
+                    for later in names[names.index(name) + 1 :]:
+                        layer = module._modules[later]
+                        if isinstance(layer, nn.ReLU):
+                            sub.activation = nn.ReLU()
+                            module._modules[later] = nn.Identity()
+                            break
+                        if not isinstance(layer, nn.Identity | nn.Dropout):
+                            break
     return rewritten
 
 
@@ -432,6 +453,31 @@ def fuse_pads_into_convs(path: str | Path) -> int:
         removed += 1
     onnx.save(proto, str(path))
     return removed
+
+
+def shapes_from_quantized(path: str | Path) -> int:
+    """Point each ``Shape`` that reads a ``DequantizeLinear`` output at the quantized tensor instead.
+
+    Why: the sub-pixel shuffle reads its sizes with ``Shape``; after quantization that Shape hangs off a
+    DequantizeLinear that exists only for it, and ONNX Runtime then dequantizes a whole activation to learn four
+    numbers. The quantized tensor has the same shape, so the rewire is exact. Returns the number rewired.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    dequant = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type == "Shape" and node.input[0] in dequant:
+            node.input[0] = dequant[node.input[0]].input[0]
+            rewired += 1
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    for node in list(dequant.values()):
+        if node.output[0] not in used:
+            graph.node.remove(node)
+    onnx.save(proto, str(path))
+    return rewired
 
 
 def quantize_int8(
@@ -485,6 +531,7 @@ def quantize_int8(
             )
         except Exception as e:
             raise ExportError(f"int8 quantization failed: {str(e).splitlines()[0][:300]}") from e
+        shapes_from_quantized(out_path)
     metadata = {
         **info.to_metadata(),
         "opset": str(opset),
