@@ -4,12 +4,14 @@ Measures, at batch 8, 224 px, with the threads every mobileseg command uses:
 
 1. the Keras tutorial model's training step (``keras_tutorial_step.py`` in its own environment with
    tensorflow-cpu; created under ``.bench/tfenv`` on first use — never a dependency of mobileseg);
-2. mobileseg's pure model step (forward + BCE + backward + AdamW on a fixed batch);
+2. mobileseg's pure model step (forward + BCE + backward + AdamW on a fixed batch), in the precision
+   ``mobileseg train`` picks here (bf16 autocast on CPUs with bf16 units, else fp32);
 3. end-to-end ``mobileseg.train`` throughput over whole epochs (data loading included, as logged in
    results.csv) on the bundled pets sample replicated 1x, 2x and 4x, so the data-pipeline overhead and the
    linear growth of epoch time can be read off;
 4. memory of training at batch 16: RSS after each of 8 epochs (a leak would grow it epoch after epoch) and
-   the process's peak RSS.
+   the process's peak RSS;
+5. this CPU's matmul peak (fp32, and bf16 where it has bf16 units), for the fraction of the FLOP ceiling.
 
     .venv/bin/python benchmarks/train_speed.py            # prints a table and the ratio
 """
@@ -29,7 +31,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEAK_GFLOPS = 186.0  # this machine's fp32 matmul peak on 2 cores (AMD EPYC Zen 3, AVX2), measured here
+
+
+def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an n x n matmul with the process's threads: the practical compute ceiling of this CPU."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
 def keras_reference(tf_python: Path, threads: int, steps: int) -> dict:
@@ -54,7 +69,8 @@ def keras_reference(tf_python: Path, threads: int, steps: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def pure_step(steps: int, batch: int = 8, size: int = 224) -> float:
+def pure_step(steps: int, amp: bool, batch: int = 8, size: int = 224) -> float:
+    """A training step on a fixed batch, in the precision ``mobileseg train`` uses on this machine."""
     import torch
 
     from mobileseg.engine.loss import SegmentationLoss
@@ -68,7 +84,9 @@ def pure_step(steps: int, batch: int = 8, size: int = 224) -> float:
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss_fn(logits.float(), y).backward()
         opt.step()
 
     for _ in range(3):
@@ -171,10 +189,11 @@ def main() -> None:
     ap.add_argument("--skip-keras", action="store_true")
     args = ap.parse_args()
 
-    from mobileseg.engine.runtime import setup_threads
+    from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
     from mobileseg.models import Segmenter
 
     threads = setup_threads(None)
+    amp = cpu_has_native_bf16()  # what mobileseg train does on this CPU with the default amp=true
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -183,11 +202,18 @@ def main() -> None:
         ),
         "unknown CPU",
     )
-    print(f"{cpu}, {os.cpu_count()} cores, torch threads {threads}")
+    peaks = {"fp32": matmul_peak("float32")}
+    if amp:
+        peaks["bf16"] = matmul_peak("bfloat16")
+    print(
+        f"{cpu}, {os.cpu_count()} cores, torch threads {threads}; matmul peak "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + f"; mobileseg train precision: {'bf16 autocast (CPU has bf16 units)' if amp else 'fp32'}"
+    )
     gflops_train = 3 * Segmenter(1).summary((224, 224))["gflops"]  # forward + ~2x for backward
 
     keras = None if args.skip_keras else keras_reference(args.tf_python, threads, args.steps)
-    pure = pure_step(args.steps)
+    pure = pure_step(args.steps, amp)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         e2e = {c: end_to_end(work, c) for c in (1, 2, 4)}
@@ -201,10 +227,11 @@ def main() -> None:
         label = f"mobileseg train end-to-end, {r['images']} images/epoch ({c}x)"
         print(f"{label:<46}{r['img_s']:>10.2f}   epoch {r['epoch_s']:.1f}s")
     best = e2e[4]["img_s"]
-    print(
-        f"\nFLOP ceiling: {PEAK_GFLOPS:.0f} GFLOP/s / {gflops_train:.1f} GFLOP per training image = "
-        f"{PEAK_GFLOPS / gflops_train:.1f} images/s; end-to-end reaches {best * gflops_train / PEAK_GFLOPS:.0%}"
-    )
+    for kind, peak in peaks.items():
+        print(
+            f"{kind} FLOP ceiling: {peak:.0f} GFLOP/s / {gflops_train:.1f} GFLOP per training image = "
+            f"{peak / gflops_train:.1f} images/s; end-to-end reaches {best * gflops_train / peak:.0%} of it"
+        )
     print(f"data pipeline overhead over the pure step: {pure / best - 1:+.1%}")
     ratios = [e2e[c]["epoch_s"] / e2e[1]["epoch_s"] for c in (2, 4)]
     print(f"epoch time vs 1x: 2x -> {ratios[0]:.2f}, 4x -> {ratios[1]:.2f} (linear = 2, 4)")

@@ -110,7 +110,7 @@ class TrainConfig(_Section):
     pos_weight: float | None = Field(None, gt=0, description="BCE positive-class weight (binary)")
     class_weights: list[float] | None = Field(None, description="cross-entropy class weights")
     freeze_encoder_epochs: int = Field(0, ge=0, description="train the decoder alone for the first N epochs")
-    amp: bool = Field(True, description="mixed precision where the device supports it (CUDA)")
+    amp: bool = Field(True, description="mixed precision where it pays: CUDA, CPUs with bf16 units (AVX512-BF16/AMX)")
     patience: int = Field(0, ge=0, description="early stopping after N epochs without improvement; 0 = off")
     resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")

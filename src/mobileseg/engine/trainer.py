@@ -39,7 +39,7 @@ from mobileseg.engine.checkpoint import atomic_write_text, load_checkpoint, save
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics, palette_for, prediction_grid
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import METRIC_NAMES, ConfusionMatrix, logits_to_pred
-from mobileseg.engine.runtime import increment_path, prepare
+from mobileseg.engine.runtime import cpu_has_native_bf16, increment_path, prepare
 from mobileseg.models import Segmenter
 
 
@@ -77,6 +77,7 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "completed"
+    precision: str = "fp32"  # of the training forward pass, e.g. "bfloat16 autocast"
 
 
 def _warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01):  # type: ignore[no-untyped-def]
@@ -193,10 +194,24 @@ class Trainer:
             groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
         return torch.optim.AdamW(groups, lr=cfg.lr)
 
+    @property
+    def precision(self) -> str:
+        """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bf16 autocast'."""
+        return "fp32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
+
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.cfg.train.amp or self.device.type != "cuda":
-            return None  # CPU autocast is slower than fp32 on CPUs without bf16 units
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        """Autocast dtype of the training forward pass, or None for fp32 (validation always runs fp32).
+
+        CUDA: bf16 where supported, else fp16 (with the grad scaler). CPU: bf16 only on CPUs with bf16 units
+        (AVX512-BF16/AMX); elsewhere CPU autocast is slower than fp32.
+        """
+        if not self.cfg.train.amp:
+            return None
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -235,7 +250,7 @@ class Trainer:
             f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
             f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
             f"device {self.device}  threads {self.threads}  workers {self.workers}  processes {self.dist.world_size}"
-            f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  run {self.save_dir}"
+            f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  precision {self.precision}  run {self.save_dir}"
         )
         if self.start_epoch or self.start_step:
             self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
@@ -341,7 +356,8 @@ class Trainer:
                 self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
             ):
                 logits = net(images)
-                loss = self.loss_fn(logits, targets)
+            logits = logits.float()  # the loss and the train metrics in fp32, whatever the autocast dtype
+            loss = self.loss_fn(logits, targets)
             if not self._all_finite(loss):
                 raise NonFiniteLossError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
@@ -477,6 +493,7 @@ class Trainer:
             best_metrics,
             self.history,
             self.stop_reason,
+            self.precision,
         )
 
     def _write_card(self, best_metrics: dict[str, float]) -> None:
@@ -495,7 +512,7 @@ class Trainer:
             f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
             f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
             f"- Encoder weights: {cfg.model.encoder_weights}; epochs run: {len(self.history)} "
-            f"({self.stop_reason}), best epoch {self.best_epoch}",
+            f"({self.stop_reason}), best epoch {self.best_epoch}; training precision {self.precision}",
             "",
             "## Validation metrics (best epoch)",
             "",
