@@ -15,7 +15,7 @@ import statistics
 import time
 
 
-def build_model(size: int = 224, out_channels: int = 1):  # type: ignore[no-untyped-def]
+def build_model(size: int = 224, out_channels: int = 1, freeze_encoder: bool = False):  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
     base = tf.keras.applications.MobileNetV2(input_shape=[size, size, 3], include_top=False, weights=None)
@@ -27,6 +27,7 @@ def build_model(size: int = 224, out_channels: int = 1):  # type: ignore[no-unty
         "block_16_project",
     ]
     down_stack = tf.keras.Model(inputs=base.input, outputs=[base.get_layer(n).output for n in names])
+    down_stack.trainable = not freeze_encoder  # the tutorial freezes it; mobileseg fine-tunes it by default
 
     def upsample(filters: int):  # pix2pix.upsample(filters, 3), apply_dropout=False
         init = tf.random_normal_initializer(0.0, 0.02)
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--freeze-encoder", action="store_true", help="the tutorial's down_stack.trainable = False")
     ap.add_argument(
         "--jit",
         choices=["auto", "true", "false"],
@@ -69,7 +71,7 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    model = build_model(args.size)
+    model = build_model(args.size, freeze_encoder=args.freeze_encoder)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit]
     model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=jit)
     rng = np.random.default_rng(0)
@@ -97,6 +99,7 @@ def main() -> None:
                 "infer_img_s": args.batch / statistics.median(infer),
                 "threads": args.threads,
                 "jit_compile": args.jit,
+                "freeze_encoder": args.freeze_encoder,
                 "xla": bool(getattr(model, "jit_compile", False)),
                 "batch": args.batch,
                 "size": args.size,

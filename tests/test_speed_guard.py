@@ -2,7 +2,8 @@
 
 Failure modes seen here: oversubscribed threads, and PyTorch's NCHW ConvTranspose2d on the CPU, which with 2
 threads ran a step 3x (batch 4) to 10x (batch 8) slower than with 1 thread, while the NHWC path the model uses
-is as fast or faster with 2. The guard compares the step at the configured threads with the same step on one
+is as fast or faster with 2. The step runs in the precision training uses here (bf16 autocast on CPUs with
+bf16 units, else fp32). The guard compares the step at the configured threads with the same step on one
 thread, in the same process, so a slow or busy machine does not fail it.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mobileseg.engine.loss import SegmentationLoss
-from mobileseg.engine.runtime import setup_threads
+from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
 from mobileseg.models import Segmenter
 
 SIZE, BATCH = 224, 4
@@ -31,9 +32,13 @@ def _step_seconds(model: Segmenter, repeats: int = 3) -> float:
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     model.train()
 
+    amp = cpu_has_native_bf16()  # the precision mobileseg train uses on this CPU
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss_fn(logits.float(), y).backward()
         opt.step()
 
     step()  # warm-up: allocator, kernel selection
