@@ -75,32 +75,9 @@ def keras_reference(tf_python: Path, threads: int, steps: int, freeze_encoder: b
 
 def pure_step(steps: int, amp: bool, batch: int = 8, size: int = 224) -> float:
     """A training step on a fixed batch, in the precision ``mobileseg train`` uses on this machine."""
-    import torch
+    from train_levers import measure  # same folder: the step every lever is measured on
 
-    from mobileseg.engine.loss import SegmentationLoss
-    from mobileseg.models import Segmenter
-
-    model = Segmenter(1).train()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    loss_fn = SegmentationLoss(1)
-    x = torch.rand(batch, 3, size, size)
-    y = (torch.rand(batch, size, size) > 0.5).long()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss_fn(logits.float(), y).backward()
-        opt.step()
-
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
+    return measure("bf16" if amp else "fp32", batch, size, steps, warmup=3)[0]
 
 
 def replicated_sample(dest: Path, copies: int) -> Path:
