@@ -36,6 +36,7 @@ LEVERS: dict[str, str] = {
     "frozen": "encoder frozen (changes training: an option, freeze_encoder / freeze_encoder_epochs)",
     "bf16+frozen": "both (changes the math and training)",
     "compile": "torch.compile(model), inductor (same math up to fusion rounding; compile time reported)",
+    "bf16+compile": "bf16 autocast and torch.compile",
 }
 
 
@@ -47,7 +48,7 @@ def make_step(lever: str, batch: int, size: int) -> tuple[Callable[[], None], to
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = {"fused": True} if lever.endswith("fused") else {"foreach": True} if lever == "foreach" else {}
     opt = torch.optim.AdamW(params, 1e-3, **kwargs)
-    net: torch.nn.Module = torch.compile(model) if lever == "compile" else model  # type: ignore[assignment]
+    net: torch.nn.Module = torch.compile(model) if lever.endswith("compile") else model  # type: ignore[assignment]
     loss_fn = SegmentationLoss(1)
     amp = lever.startswith("bf16")
     x = torch.rand(batch, 3, size, size)
