@@ -196,7 +196,7 @@ class Trainer:
 
     @property
     def precision(self) -> str:
-        """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bf16 autocast'."""
+        """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bfloat16 autocast'."""
         return "fp32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
 
     def _amp_dtype(self) -> torch.dtype | None:
