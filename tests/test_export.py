@@ -153,9 +153,9 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     assert math.isclose(report.iou_change, report.iou_int8 - report.iou_fp32)
     meta = read_onnx_metadata(report.path)
     assert "int8" in meta["quantization"] and json.loads(meta["names"]) == ["background", "shape"]
-    ops = {node.op_type for node in onnx.load(str(report.path)).graph.node}
-    assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT
     graph = onnx.load(str(report.path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert not [n.name for n in graph.node if n.op_type == "Shape" and n.input[0] in dequantized]
     assert Predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
