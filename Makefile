@@ -27,7 +27,10 @@ demo: install
 	@echo "Plots:   runs/train/demo/results.png, runs/train/demo/val_predictions.png"
 	@echo "Test:    runs/test/demo/metrics.json, runs/test/demo/predictions.png, runs/test/demo/worst.png"
 
+# The layer contracts (pyproject's [tool.importlinter]) first: a new back-arrow fails the tests, then the suite with
+# the docstrings' examples (--doctest-modules over src/).
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: install

@@ -135,33 +135,28 @@ def end_to_end(work: Path, copies: int, epochs: int = 3, batch: int = 8, freeze_
 
 
 def memory(work: Path, epochs: int = 12) -> list[float]:
-    """RSS (MB) at the end of every epoch of a batch-16 run, from a hook on the trainer's epoch."""
+    """RSS (MB) at the end of every epoch of a batch-16 run, from a trainer callback."""
     import mobileseg
-    from mobileseg.engine import trainer as trainer_mod
+    from mobileseg.engine.callbacks import Callback
 
     rss: list[float] = []
-    original = trainer_mod.Trainer._train_epoch
 
-    def hooked(self, *a, **k):  # type: ignore[no-untyped-def]
-        out = original(self, *a, **k)
-        status = Path("/proc/self/status").read_text()
-        rss.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024)
-        return out
+    class RecordRss(Callback):
+        def on_epoch_end(self, trainer, row):  # type: ignore[no-untyped-def]
+            status = Path("/proc/self/status").read_text()
+            rss.append(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024)
 
-    trainer_mod.Trainer._train_epoch = hooked
-    try:
-        data = replicated_sample(work / "mem", 2)
-        mobileseg.train(
-            data=str(data),
-            epochs=epochs,
-            batch=16,
-            encoder_weights="none",
-            project=str(work),
-            name="mem",
-            verbose=False,
-        )
-    finally:
-        trainer_mod.Trainer._train_epoch = original
+    data = replicated_sample(work / "mem", 2)
+    mobileseg.train(
+        data=str(data),
+        epochs=epochs,
+        batch=16,
+        encoder_weights="none",
+        project=str(work),
+        name="mem",
+        verbose=False,
+        callbacks=[RecordRss()],
+    )
     return rss
 
 

@@ -18,8 +18,11 @@ from PIL import Image
 
 import mobileseg
 from mobileseg.config import ConfigError, load_config
-from mobileseg.engine.predictor import OnnxBackend, Predictor
-from mobileseg.exporter import ExportError, SubPixelConvTranspose2d, check_parity, read_onnx_metadata
+from mobileseg.deploy.onnx import read_onnx_metadata
+from mobileseg.deploy.parity import check_parity
+from mobileseg.deploy.rewrites import SubPixelConvTranspose2d
+from mobileseg.deploy.runtimes import OnnxBackend, load_predictor
+from mobileseg.errors import ExportError
 from mobileseg.models import Segmenter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,7 +63,7 @@ def test_onnx_parity_and_metadata(exported):
     assert json.loads(meta["binary"]) is True and json.loads(meta["palette"])[1] == [200, 60, 60]
     assert meta["ignore_index"] == "255" and meta["mobileseg_version"] == mobileseg.__version__
     assert "normalisation inside the model" in meta["preprocessing"]
-    predictor = Predictor(result.path, threads=1)  # the metadata is enough to use the file alone
+    predictor = load_predictor(result.path, threads=1)  # the metadata is enough to use the file alone
     assert predictor.names == ["background", "shape"] and predictor.imgsz == IMGSZ and predictor.binary
 
 
@@ -111,7 +114,7 @@ def test_parity_check_fails_on_a_broken_export(exported, tmp_path):
 
 
 def test_export_raises_and_removes_file_when_parity_fails(shapes, tmp_path, monkeypatch):
-    import mobileseg.exporter as ex
+    import mobileseg.deploy.export as ex
 
     ckpt = make_checkpoint(tmp_path / "best.pt", shapes)
     real_fold = ex.fold_batchnorm
@@ -139,7 +142,7 @@ def test_torchscript_export_loads_and_matches(exported, tmp_path):
         ref = Segmenter.from_checkpoint(ckpt)(x)
         assert (loaded(x) - ref).abs().max() < 1e-4
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 90, 3), dtype=np.uint8))
-    a, b = Predictor(ckpt, threads=1).predict_image(image), Predictor(result.path, threads=1).predict_image(image)
+    a, b = load_predictor(ckpt, threads=1).predict_image(image), load_predictor(result.path, threads=1).predict_image(image)
     assert b.names == ["background", "shape"] and (a.mask != b.mask).mean() < 1e-3
 
 
@@ -158,7 +161,7 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert not [n.name for n in graph.node if n.op_type == "Shape" and n.input[0] in dequantized]
-    assert Predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
+    assert load_predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3, 4, 5])
@@ -174,7 +177,7 @@ def test_subpixel_rewrite_is_exact(kernel_size):
 
 
 def test_subpixel_rewrite_moves_relu_before_the_shuffle():
-    from mobileseg.exporter import fold_batchnorm, subpixel_rewrite
+    from mobileseg.deploy.rewrites import fold_batchnorm, subpixel_rewrite
     from mobileseg.models.decoder import UpsampleBlock
 
     block = UpsampleBlock(6, 5, 3).eval()

@@ -12,7 +12,8 @@ from helpers import make_checkpoint
 from PIL import Image
 
 import mobileseg
-from mobileseg.engine.predictor import Predictor, resolve_source
+from mobileseg.deploy.runtimes import load_predictor
+from mobileseg.engine.predict_run import resolve_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,14 +107,14 @@ def test_list_file_and_glob_sources(images, tmp_path):
 
 
 def test_tta_differs_but_keeps_size(binary_ckpt, images):
-    plain = Predictor(binary_ckpt, threads=1).predict_image(images / "gray.png")
-    tta = Predictor(binary_ckpt, tta=True, threads=1).predict_image(images / "gray.png")
+    plain = load_predictor(binary_ckpt, threads=1).predict_image(images / "gray.png")
+    tta = load_predictor(binary_ckpt, tta=True, threads=1).predict_image(images / "gray.png")
     assert tta.mask.shape == plain.mask.shape == (97, 131)
     assert np.abs(tta.probs - plain.probs).max() > 1e-4
 
 
 def test_predictor_inputs_and_threads(binary_ckpt, images):
-    predictor = Predictor(binary_ckpt, threads=1)
+    predictor = load_predictor(binary_ckpt, threads=1)
     pil = Image.open(images / "rgba.png")
     a = predictor.predict_image(images / "rgba.png")
     b = predictor.predict_image(pil)

@@ -34,6 +34,7 @@ from helpers import make_checkpoint  # noqa: E402
 
 from mobileseg import __version__  # noqa: E402
 from mobileseg.config import ConfigError, load_config  # noqa: E402
+from mobileseg.deploy.runtimes import load_predictor  # noqa: E402
 from mobileseg.engine.predictor import Predictor  # noqa: E402
 from mobileseg.server import create_app, exposure_warning  # noqa: E402
 
@@ -105,7 +106,7 @@ def binary_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(binary_ckpt) -> Predictor:
-    return Predictor(binary_ckpt, threads=1)
+    return load_predictor(binary_ckpt, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,7 @@ def test_predict_json_png_and_raw_body(client, predictor):
 
 
 def test_multiclass_mask_uses_palette(tmp_path):
-    predictor = Predictor(make_checkpoint(tmp_path / "mc.pt", num_classes=3), threads=1)
+    predictor = load_predictor(make_checkpoint(tmp_path / "mc.pt", num_classes=3), threads=1)
     data = image_bytes(40, 56, "PNG", mode="L")  # greyscale uploads are converted, as in predict
     expected = predictor.predict_image(Image.open(io.BytesIO(data))).mask
     with TestClient(create_app(predictor)) as client:

@@ -20,8 +20,8 @@ from PIL import Image
 
 import mobileseg
 from mobileseg.data import DataError
-from mobileseg.engine.checkpoint import load_checkpoint
-from mobileseg.engine.trainer import NonFiniteLossError
+from mobileseg.models.checkpoint import load_checkpoint
+from mobileseg.errors import NonFiniteLossError
 from mobileseg.models import Segmenter
 
 

@@ -19,54 +19,27 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
-import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mobileseg.config import Config, resolve_config
+from mobileseg.deploy.int8 import int8_path_for, quantize_int8
+from mobileseg.deploy.onnx import export_onnx, read_onnx_metadata
+from mobileseg.deploy.rewrites import fold_batchnorm
+from mobileseg.deploy.runtimes import OnnxBackend, quiet
+from mobileseg.deploy.samples import open_dataset, source_images, split_images
+from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import increment_path, setup_threads
+from mobileseg.errors import ConfigError, MissingFileError
+from mobileseg.models.model_file import ModelInfo, load_model
+from mobileseg.timing import BenchmarkRow, Candidate, cpu_model, load_average, measure_interleaved
 
 WARMUP = 3  # untimed runs first: allocator, thread pools and ORT's kernel selection settle in the first calls
 RUNS = 20  # timed runs per measurement
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``model name`` in /proc/cpuinfo), or what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def load_average() -> float:
-    """The 1-minute load average: above the thread count, other processes share the cores and figures drop."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows
-        return math.nan
-
-
-@dataclass
-class BenchmarkRow:
-    """One backend's figures (NaN where it was not measured; ``note`` says why)."""
-
-    backend: str
-    latency_ms: float = math.nan
-    latency_p90_ms: float = math.nan
-    images_s: float = math.nan
-    note: str = ""
 
 
 @dataclass
@@ -148,54 +121,6 @@ class BenchmarkResult:
         return path
 
 
-@dataclass
-class Candidate:
-    """A backend to time: ``one`` runs a batch of 1, ``many`` a batch of N."""
-
-    name: str
-    one: Callable[[], Any]
-    many: Callable[[], Any]
-    note: str = ""
-
-
-def measure_interleaved(
-    candidates: list[Candidate], batch: int, warmup: int, runs: int, batch_runs: int | None = None
-) -> list[BenchmarkRow]:
-    """Time every candidate round-robin (run r of each backend, then run r+1...), after ``warmup`` runs of each.
-
-    Why round-robin: on a shared machine the load changes from second to second; measuring one backend after
-    the other would hand one of them the quiet minute. Interleaved, every backend sees the same conditions, so
-    the *ratios* stay meaningful even when the absolute figures suffer.
-
-    Args:
-        batch: images per ``many`` call.
-        runs: timed batch-1 runs per candidate.
-        batch_runs: timed batch-N runs per candidate (default: half of ``runs``, at least 3).
-    """
-    for c in candidates:
-        for _ in range(warmup):
-            c.one()
-            c.many()
-    latency: dict[str, list[float]] = {c.name: [] for c in candidates}
-    batch_s: dict[str, list[float]] = {c.name: [] for c in candidates}
-    for _ in range(max(1, runs)):
-        for c in candidates:
-            start = time.perf_counter()
-            c.one()
-            latency[c.name].append(time.perf_counter() - start)
-    for _ in range(batch_runs or max(3, runs // 2)):
-        for c in candidates:
-            start = time.perf_counter()
-            c.many()
-            batch_s[c.name].append(time.perf_counter() - start)
-    rows = []
-    for c in candidates:
-        ms = np.array(latency[c.name]) * 1000
-        rate = batch / statistics.median(batch_s[c.name])
-        rows.append(BenchmarkRow(c.name, float(np.median(ms)), float(np.percentile(ms, 90)), rate, c.note))
-    return rows
-
-
 def _fresh(candidate: Path, weights: Path) -> bool:
     """An export beside the checkpoint is used only if it is newer (else it may hold other weights)."""
     return candidate.is_file() and (not weights.is_file() or candidate.stat().st_mtime >= weights.stat().st_mtime)
@@ -220,24 +145,11 @@ def benchmark(
     cfg = resolve_config(cfg, overrides)
     rt = cfg.runtime
     if not rt.weights:
-        raise ValueError("no model given: pass weights=<best.pt or model.onnx>")
+        raise ConfigError("no model given: pass weights=<best.pt or model.onnx>")
     weights = Path(rt.weights)
     if not weights.is_file():
-        raise FileNotFoundError(f"model file not found: {weights}")
+        raise MissingFileError(f"model file not found: {weights}")
     log = print if rt.verbose else (lambda *a, **k: None)
-    from mobileseg.engine.predictor import ModelInfo, OnnxBackend, warn
-    from mobileseg.exporter import (
-        checkpoint_data_config,
-        export_onnx,
-        fold_batchnorm,
-        int8_path_for,
-        open_dataset,
-        quantize_int8,
-        quiet,
-        read_onnx_metadata,
-        source_images,
-        split_images,
-    )
 
     threads = setup_threads(rt.threads)
     batch = cfg.train.batch
@@ -251,12 +163,7 @@ def benchmark(
             info = ModelInfo.from_metadata(read_onnx_metadata(weights), str(weights))
             model, ckpt = None, {}
         else:
-            from mobileseg.engine.checkpoint import load_checkpoint
-            from mobileseg.models import Segmenter
-
-            ckpt = load_checkpoint(weights)
-            model = Segmenter.from_checkpoint(ckpt, source=str(weights)).eval()
-            info = ModelInfo.from_checkpoint(ckpt, model)
+            model, info, ckpt = load_model(weights)
         h, w = info.imgsz
         g = torch.Generator().manual_seed(0)
         x1, xn = torch.rand(1, 3, h, w, generator=g), torch.rand(batch, 3, h, w, generator=g)
@@ -278,7 +185,7 @@ def benchmark(
             if is_onnx:
                 int8_note = f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
             else:
-                spec, why_not = open_dataset(checkpoint_data_config(cfg, ckpt, info.imgsz))
+                spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
                 n = cfg.export.calib_images
                 calib = split_images(spec, "train", info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
                 if calib is None:
@@ -338,11 +245,4 @@ def benchmark(
     return result
 
 
-__all__ = [
-    "BenchmarkResult",
-    "BenchmarkRow",
-    "Candidate",
-    "benchmark",
-    "cpu_model",
-    "measure_interleaved",
-]
+__all__ = ["BenchmarkResult", "benchmark"]

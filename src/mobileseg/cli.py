@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
+
+from mobileseg._version import __version__
+from mobileseg.errors import MobilesegError
 
 COMMANDS: dict[str, str] = {
     "train": "train a model (data=<yaml|folder|preset>, default: the bundled pets sample)",
@@ -85,7 +89,7 @@ def _split_cfg(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _run(command: str, args: list[str]) -> int:
-    import mobileseg
+    from mobileseg import commands as mobileseg
     from mobileseg.config import load_config
 
     cfg_file, overrides = _split_cfg(args)
@@ -115,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from mobileseg import __version__
-
         print(f"mobileseg {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
@@ -137,35 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nmobileseg: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # one readable line for the user; MOBILESEG_DEBUG=1 shows the traceback
+    except (MobilesegError, OSError) as e:  # worded for the user: one line (MOBILESEG_DEBUG=1 shows the traceback)
         if os.environ.get("MOBILESEG_DEBUG"):
-            raise
-        expected = _expected_errors()
-        if not isinstance(e, expected):
             raise
         print(f"mobileseg {command}: error: {e}", file=sys.stderr)
         return 1
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that carry a message for the user (bad config, data, weights or paths), not a bug."""
-    from mobileseg.config import ConfigError
-    from mobileseg.data import DataError
-    from mobileseg.engine.trainer import NonFiniteLossError
-    from mobileseg.models import WeightsError
-
-    errors: tuple[type[BaseException], ...] = (
-        ConfigError,
-        DataError,
-        WeightsError,
-        NonFiniteLossError,
-        FileNotFoundError,
-        ValueError,
-        OSError,
-    )
-    if "mobileseg.exporter" in sys.modules:  # loaded only by export/benchmark (it needs the 'export' extra)
-        errors += (sys.modules["mobileseg.exporter"].ExportError,)
-    return errors
+    except Exception:  # anything else is a bug: show where, and ask for a report
+        traceback.print_exc()
+        print(
+            f"\nmobileseg {command}: an internal error occurred (mobileseg {__version__}). This is a bug, not "
+            f"something you did: please report it with the traceback above and the command you ran.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

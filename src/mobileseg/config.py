@@ -21,11 +21,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mobileseg.errors import ConfigError
+
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
-
-
-class ConfigError(ValueError):
-    """A configuration problem, worded for the user (no traceback needed)."""
 
 
 class _Section(BaseModel):

@@ -56,9 +56,10 @@ from typing import Annotated, Any, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mobileseg import __version__
-from mobileseg.config import Config, resolve_config
+from mobileseg._version import __version__
+from mobileseg.config import Config, ConfigError, resolve_config
 from mobileseg.data.loading import PIL_ERRORS, _to_rgb
+from mobileseg.deploy.runtimes import load_predictor
 from mobileseg.engine.predictor import Predictor, warn
 
 try:
@@ -413,7 +414,9 @@ def create_app(
         max_jobs: images decoded/predicted/encoded at the same time; the others wait (bounds peak memory).
         allowed_hosts: accepted ``Host`` header names (``None`` = any); ``serve`` sets loopback names on loopback.
     """
-    predictor = predictor_or_weights if isinstance(predictor_or_weights, Predictor) else Predictor(predictor_or_weights)
+    predictor = (
+        predictor_or_weights if isinstance(predictor_or_weights, Predictor) else load_predictor(predictor_or_weights)
+    )
     token = token or None
     limit = int(max_upload_mb * MB)
     slots = threading.BoundedSemaphore(max(1, max_jobs))
@@ -471,7 +474,7 @@ def create_app(
         """What the model predicts: classes and colours, input size, and the server's upload limits."""
         return ModelResponse(
             weights=predictor.weights.name,
-            backend=predictor.backend.kind,
+            backend=predictor.kind,
             names=list(predictor.names),
             classes=[ClassShare(index=i, name=n, color=colors[i], share=0.0) for i, n in enumerate(predictor.names)],
             imgsz=predictor.imgsz,
@@ -594,10 +597,10 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     cfg = resolve_config(cfg, overrides)
     rt, sc = cfg.runtime, cfg.serve
     if not rt.weights:
-        raise ValueError("no model given: pass weights=<best.pt or model.onnx>")
+        raise ConfigError("no model given: pass weights=<best.pt or model.onnx>")
     token = sc.token or os.environ.get("MOBILESEG_TOKEN", "").strip() or None
     _, device, threads = prepare(rt)
-    predictor = Predictor(rt.weights, device=device, conf=cfg.predict.conf, tta=cfg.predict.tta, threads=threads)
+    predictor = load_predictor(rt.weights, device=device, conf=cfg.predict.conf, tta=cfg.predict.tta, threads=threads)
     message = exposure_warning(sc.host, token)
     if message:
         warn(message)
@@ -607,7 +610,7 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     port = sock.getsockname()[1]
     shown = f"[{sc.host.strip('[]')}]" if ":" in sc.host else sc.host
     print(
-        f"mobileseg serve: {predictor.weights.name} ({predictor.backend.kind}, {threads} threads)"
+        f"mobileseg serve: {predictor.weights.name} ({predictor.kind}, {threads} threads)"
         f"{', token required' if token else ''}\n"
         f"  page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs   Ctrl-C stops",
         flush=True,

@@ -17,26 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 IGNORE_COLOR = (0, 0, 0)
-# Distinct, colour-blind-friendly first colours (Okabe-Ito), then tab20 for larger class counts.
-_BASE = [
-    (0, 0, 0),
-    (230, 159, 0),
-    (86, 180, 233),
-    (0, 158, 115),
-    (240, 228, 66),
-    (0, 114, 178),
-    (213, 94, 0),
-    (204, 121, 167),
-]
-
-
-def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
-    """One RGB colour per class; class 0 (background) is black so binary masks read naturally."""
-    if num_classes <= len(_BASE):
-        return _BASE[:num_classes]
-    cmap = plt.get_cmap("tab20")
-    extra = [tuple(int(255 * c) for c in cmap(i % 20)[:3]) for i in range(num_classes - len(_BASE))]
-    return _BASE + extra  # type: ignore[return-value]
 
 
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:

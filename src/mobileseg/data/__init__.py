@@ -13,7 +13,7 @@ from .check import DataReport, check_dataset, load_dataset
 from .dataset import SegmentationDataset, decode_sample, default_cache_dir, recommended_workers
 from .loading import IMAGE_EXTENSIONS, DataError, load_image
 from .spec import DatasetSpec, Sample, preset_names, resolve_dataset, sample_root
-from .transforms import PairTransform, build_transforms
+from .transforms import PairTransform, SeededAugment, build_transforms
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -22,6 +22,7 @@ __all__ = [
     "DatasetSpec",
     "PairTransform",
     "Sample",
+    "SeededAugment",
     "SegmentationDataset",
     "build_transforms",
     "check_dataset",

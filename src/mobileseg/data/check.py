@@ -261,13 +261,13 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
     return report
 
 
-def load_dataset(cfg: DataConfig, check: bool = True) -> DatasetSpec:
-    """Resolve the configured dataset and check it.
+def load_dataset(cfg: DataConfig, check: bool = True, stems: dict[str, list[str]] | None = None) -> DatasetSpec:
+    """Resolve the configured dataset and check it; ``stems`` reuses a recorded split exactly.
 
     Raises:
         DataError: with the whole report text when the check finds errors, before any training work is done.
     """
-    spec = resolve_dataset(cfg.dataset, cfg.preset, tuple(cfg.split_ratios), cfg.split_seed)
+    spec = resolve_dataset(cfg.dataset, cfg.preset, tuple(cfg.split_ratios), cfg.split_seed, stems=stems)
     if check:
         report = check_dataset(spec)
         spec.report = report

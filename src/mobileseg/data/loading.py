@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mobileseg.errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ORIENTATION_TAG = 0x0112
 # EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 # Errors PIL raises for unreadable, truncated or hostile files.
 PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-class DataError(ValueError):
-    """A problem with the dataset, worded for the user and naming the file(s) concerned."""
 
 
 def orientation(im: Image.Image) -> int:

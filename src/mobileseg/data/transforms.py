@@ -10,12 +10,16 @@ would flip an image without its mask. Masks are always resampled with nearest-ne
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mobileseg.config import DataConfig
+
+from .dataset import SegmentationDataset
 
 
 class PairTransform:
@@ -68,3 +72,21 @@ def build_transforms(cfg: DataConfig, train: bool, ignore_index: int = 255) -> C
     if not steps:
         return None
     return PairTransform(v2.Compose(steps))
+
+
+class SeededAugment(Dataset):
+    """Applies the train transform with a seed per (epoch, sample), independent of order, workers and ranks."""
+
+    def __init__(self, base: SegmentationDataset, transform: Any, seed: int) -> None:
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+        self.samples = base.samples
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base.load(i)
+        if self.transform is not None:
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**63)
+            image, mask = self.transform(image, mask)
+        return image.float().div(255), mask.long()

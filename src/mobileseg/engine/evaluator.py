@@ -1,4 +1,9 @@
-"""Evaluation of a model on a split: exact metrics over all pixels, per-image scores, and the report files."""
+"""Evaluation of a model on a split: exact metrics over all pixels, per-image scores, and the report files.
+
+The model is any callable from images to logits: a ``Segmenter`` during training and for ``.pt`` files, or a
+backend of :mod:`mobileseg.deploy.runtimes` for exported files, so a checkpoint, its ONNX export and its int8
+export are all scored by this one loop.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +22,16 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from mobileseg import viz
-from mobileseg.config import Config, load_config, resolve_config
-from mobileseg.data import DatasetSpec, SegmentationDataset, load_dataset
-from mobileseg.engine.checkpoint import load_checkpoint
+from mobileseg.config import Config
+from mobileseg.data import DatasetSpec, SegmentationDataset
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
-from mobileseg.engine.runtime import Dist, increment_path, prepare
-from mobileseg.models import Segmenter
+from mobileseg.engine.runtime import Dist, increment_path
+from mobileseg.errors import ConfigError, DataError
+from mobileseg.models.model_file import ModelInfo, load_trained_dataset, trained_data
+from mobileseg.palette import default_palette
+
+Model = Callable[[torch.Tensor], torch.Tensor]  # float images (N, 3, H, W) in [0, 1] -> logits (N, C, H, W)
 
 
 @dataclass
@@ -59,7 +68,7 @@ def eval_loader(dataset: SegmentationDataset, batch: int, workers: int, d: Dist 
 
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module,
+    model: Model,
     loader: DataLoader,
     num_classes: int,
     ignore_index: int = 255,
@@ -77,8 +86,9 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    was_training = model.training
-    model.eval()
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index)
     loss_sum = torch.zeros(2, dtype=torch.float64)
     rows: list[dict[str, Any]] = []
@@ -88,8 +98,8 @@ def evaluate(
     for images, targets in tqdm(
         loader, desc="  eval", leave=False, disable=None if progress else True
     ):  # None: bars only on a terminal
-        images, targets = images.to(device), targets.to(device)
-        logits = model(images)
+        logits = model(images.to(device))
+        targets = targets.to(logits.device)  # backends of exported files answer on the CPU
         if loss_fn is not None:
             loss_sum[0] += loss_fn(logits, targets).item() * images.shape[0]
             loss_sum[1] += images.shape[0]
@@ -114,12 +124,13 @@ def evaluate(
     metrics = cm.compute()
     if loss_fn is not None:
         metrics["loss"] = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] else math.nan
-    model.train(was_training)
+    if isinstance(model, torch.nn.Module):
+        model.train(was_training)
     return EvalResult(metrics, cm.per_class(), cm.mat.numpy(), rows, time.perf_counter() - start)
 
 
 def prediction_grid(
-    model: Segmenter,
+    model: Model,
     dataset: SegmentationDataset,
     indices: list[int],
     path: Path,
@@ -130,8 +141,9 @@ def prediction_grid(
 ) -> Path:
     """Predict the given samples (no augmentation) and draw image | truth | prediction | overlay."""
     images, targets, preds = [], [], []
-    was_training = model.training
-    model.eval()
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     with torch.inference_mode():
         for i in indices:
             image, mask = dataset.load(i)
@@ -139,7 +151,8 @@ def prediction_grid(
             preds.append(logits_to_pred(logits, threshold)[0].cpu().numpy().astype(np.uint8))
             images.append(image.permute(1, 2, 0).numpy())
             targets.append(mask.numpy())
-    model.train(was_training)
+    if isinstance(model, torch.nn.Module):
+        model.train(was_training)
     names = titles or [dataset.samples[i].stem for i in indices]
     return viz.plot_prediction_grid(images, targets, preds, path, palette, names, dataset_ignore(dataset))
 
@@ -149,7 +162,7 @@ def dataset_ignore(dataset: SegmentationDataset) -> int:
 
 
 def palette_for(spec: DatasetSpec) -> list[tuple[int, int, int]]:
-    return [tuple(c) for c in spec.palette] if spec.palette else viz.default_palette(spec.num_classes)
+    return [tuple(c) for c in spec.palette] if spec.palette else default_palette(spec.num_classes)
 
 
 def format_table(names: list[str], per_class: dict[str, list[float]]) -> str:
@@ -167,66 +180,103 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
-def evaluate_checkpoint(
-    cfg: Config | dict[str, Any] | None = None, split: str | None = None, **overrides: Any
-) -> dict[str, Any]:
-    """Evaluate ``weights`` on a split and write the report folder (``runs/<split>/<name>/``).
+def evaluate_split(
+    model: Model,
+    spec: DatasetSpec,
+    split: str,
+    imgsz: tuple[int, int],
+    *,
+    batch: int = 8,
+    conf: float = 0.5,
+    workers: int = 0,
+    cache: str = "none",
+    device: torch.device | str = "cpu",
+    loss_fn: SegmentationLoss | None = None,
+    d: Dist | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Exact metrics of ``model`` on ``split`` of ``spec`` at ``imgsz`` (one confusion matrix over all pixels).
 
-    The dataset defaults to the one the checkpoint was trained on (its path, preset and split seed), so
-    ``mobileseg test weights=runs/train/exp/weights/best.pt`` needs nothing else.
+    Raises:
+        DataError: the split is empty or missing.
+    """
+    if not spec.splits.get(split):
+        raise DataError(f"{spec.source}: split '{split}' is empty or missing (have: {', '.join(spec.splits)})")
+    dataset = SegmentationDataset(spec, split, imgsz, cache=cache)
+    loader = eval_loader(dataset, batch, workers, d)
+    per_image = not (d and d.enabled)
+    return evaluate(model, loader, spec.num_classes, spec.ignore_index, device, loss_fn, conf, per_image, progress)
+
+
+def evaluate_model(
+    cfg: Config, model: Model, info: ModelInfo, ckpt: dict[str, Any], split: str, d: Dist, device: torch.device
+) -> dict[str, Any]:
+    """Evaluate a loaded model on a split of its own dataset and write the report folder (``runs/<split>/<name>/``).
+
+    The dataset is the one the model was trained on, split the same way (the recorded stems when the checkpoint
+    has them): :func:`mobileseg.models.model_file.trained_data`; ``data=`` only relocates it. Exported files hold
+    no dataset, so they need ``data=``.
 
     Writes ``metrics.json``, ``per_class.csv`` (multi-class), ``per_image.csv``, ``confusion_matrix.png``,
     ``predictions.png`` and ``worst.png`` (the lowest-IoU images). Returns the metrics dict with the paths.
     """
-    cfg = resolve_config(cfg, overrides)
-    split = split or cfg.runtime.split
-    if not cfg.runtime.weights:
-        raise ValueError("no model given: pass weights=<path to best.pt>")
-    d, device, _ = prepare(cfg.runtime)
-    ckpt = load_checkpoint(cfg.runtime.weights)
-    model = Segmenter.from_checkpoint(ckpt, source=str(cfg.runtime.weights)).to(device)
-    ckpt_cfg = ckpt.get("config") or {}
-    data_cfg = cfg.data
-    if data_cfg.dataset is None and ckpt_cfg.get("data"):
-        # The dataset the model was trained on, split the same way, at the model's own size.
-        trained = load_config({"data": ckpt_cfg["data"]}).data
-        data_cfg = trained.model_copy(update={"cache": cfg.data.cache})
-    data_cfg = data_cfg.model_copy(update={"imgsz": tuple(model.imgsz)})
-    spec = load_dataset(data_cfg)
-    if split not in spec.splits or not spec.splits[split]:
-        raise ValueError(f"{spec.source}: split '{split}' is empty or missing (have: {', '.join(spec.splits)})")
-    model_classes = 2 if model.binary else model.num_classes
-    if model_classes != spec.num_classes:
-        raise ValueError(f"the model predicts {model_classes} classes but {spec.source} defines {spec.num_classes}")
-    dataset = SegmentationDataset(spec, split, data_cfg.imgsz, cache=data_cfg.cache)
-    workers = data_cfg.workers if data_cfg.workers is not None else 0
-    loader = eval_loader(dataset, cfg.train.batch, workers, d)
-    loss_fn = SegmentationLoss(model.num_classes, spec.ignore_index).to(device)
-    result = evaluate(
+    trained = trained_data(ckpt, cfg, info.imgsz)
+    if trained is None:
+        raise ConfigError(f"{cfg.runtime.weights} names no dataset: pass data=<dataset YAML, folder or preset>")
+    spec = load_trained_dataset(trained)
+    if info.num_classes != spec.num_classes:
+        raise DataError(f"the model predicts {info.num_classes} classes but {spec.source} defines {spec.num_classes}")
+    workers = cfg.data.workers if cfg.data.workers is not None else 0
+    result = evaluate_split(
         model,
-        loader,
-        spec.num_classes,
-        spec.ignore_index,
-        device,
-        loss_fn,
-        threshold=cfg.predict.conf,
-        per_image=not d.enabled,
+        spec,
+        split,
+        info.imgsz,
+        batch=cfg.train.batch,
+        conf=cfg.predict.conf,
+        workers=workers,
+        cache=cfg.data.cache,
+        device=device,
+        loss_fn=SegmentationLoss(info.out_channels, spec.ignore_index).to(device),
+        d=d,
         progress=cfg.runtime.verbose and d.main,
     )
-    out: dict[str, Any] = {"split": split, "images": len(dataset), **result.metrics}
+    out: dict[str, Any] = {"split": split, "images": len(spec.splits[split]), **result.metrics}
     if not d.main:
         return out
     save_dir = increment_path(Path(cfg.runtime.project) / split, cfg.runtime.name, cfg.runtime.exist_ok)
+    dataset = SegmentationDataset(spec, split, info.imgsz, cache=cfg.data.cache)
+    write_report(save_dir, result, spec, dataset, model, cfg, device)
+    if cfg.runtime.verbose:
+        print(f"{split}: {len(dataset)} images  {format_metrics(result.metrics)}")
+        if not spec.binary:
+            print(format_table(spec.names, result.per_class))
+        print(f"Results saved to {save_dir}")
+    out["save_dir"] = str(save_dir)
+    return out
+
+
+def write_report(
+    save_dir: Path,
+    result: EvalResult,
+    spec: DatasetSpec,
+    dataset: SegmentationDataset,
+    model: Model,
+    cfg: Config,
+    device: torch.device,
+) -> None:
+    """metrics.json, per_class.csv, per_image.csv and the pictures of one evaluation."""
     save_dir.mkdir(parents=True, exist_ok=True)
     names = spec.names
     report = {
         "weights": str(cfg.runtime.weights),
         "dataset": spec.source,
-        "split": split,
+        "split": dataset.split,
         "images": len(dataset),
-        "imgsz": list(data_cfg.imgsz),
+        "imgsz": list(dataset.imgsz),
         "metrics": result.metrics,
         "per_class": {n: {k: v[i] for k, v in result.per_class.items()} for i, n in enumerate(names)},
+        "stems": [s.stem for s in dataset.samples],
         "seconds": result.seconds,
     }
     (save_dir / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=True))
@@ -243,24 +293,10 @@ def evaluate_checkpoint(
         w.writerows(rows)
     viz.plot_confusion_matrix(result.confusion, names, save_dir / "confusion_matrix.png")
     palette = palette_for(spec)
+    conf = cfg.predict.conf
     n_show = min(8, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n_show).round().astype(int).tolist()
-    prediction_grid(model, dataset, spread, save_dir / "predictions.png", palette, device, cfg.predict.conf)
+    prediction_grid(model, dataset, spread, save_dir / "predictions.png", palette, device, conf)
     worst = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])[:n_show]
-    prediction_grid(
-        model,
-        dataset,
-        worst,
-        save_dir / "worst.png",
-        palette,
-        device,
-        cfg.predict.conf,
-        titles=[f"{rows[i]['stem']}  IoU {rows[i]['iou']:.2f}" for i in worst],
-    )
-    if cfg.runtime.verbose:
-        print(f"{split}: {len(dataset)} images  {format_metrics(result.metrics)}")
-        if not spec.binary:
-            print(format_table(names, result.per_class))
-        print(f"Results saved to {save_dir}")
-    out["save_dir"] = str(save_dir)
-    return out
+    titles = [f"{rows[i]['stem']}  IoU {rows[i]['iou']:.2f}" for i in worst]
+    prediction_grid(model, dataset, worst, save_dir / "worst.png", palette, device, conf, titles=titles)

@@ -18,10 +18,11 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobileseg.config import STRIDE  # the encoder's output stride: input sides must be multiples of it
+from mobileseg.errors import WeightsError
 
+from .checkpoint import load_checkpoint, make_checkpoint
 from .decoder import Pix2PixDecoder
 from .encoder import MobileNetV2Encoder
-from .weights import WeightsError, safe_torch_load
 
 if TYPE_CHECKING:
     from mobileseg.config import ModelConfig
@@ -236,19 +237,12 @@ class Segmenter(nn.Module):
     def to_checkpoint(
         self, names: Sequence[str] | None = None, imgsz: int | Sequence[int] | None = None, **extra: Any
     ) -> dict[str, Any]:
-        """A checkpoint dict that :meth:`from_checkpoint` accepts (``model``, ``model_args``, ``names``, ``imgsz``).
+        """A checkpoint dict (the schema of :mod:`mobileseg.models.checkpoint`) that :meth:`from_checkpoint` reads.
 
-        ``extra`` entries (optimizer state, epoch, ...) are added as they are.
+        ``extra`` takes ``ignore_index``, ``palette`` and the training entries (optimizer state, epoch, ...).
         """
         names = self.names if names is None else names
-        h, w = _as_hw(self.imgsz if imgsz is None else imgsz)
-        return {
-            "model": self.state_dict(),
-            "model_args": self.checkpoint_args(),
-            "names": None if names is None else list(names),
-            "imgsz": [h, w],
-            **extra,
-        }
+        return make_checkpoint(self.state_dict(), self.checkpoint_args(), names, _as_hw(imgsz or self.imgsz), **extra)
 
     @classmethod
     def from_checkpoint(
@@ -256,44 +250,35 @@ class Segmenter(nn.Module):
     ) -> Segmenter:
         """Rebuild the exact model from a checkpoint file alone (returned in eval mode).
 
-        ``path`` may also be the checkpoint dict itself (loaded once by a caller that needs its other entries).
-        The file must be a dict with ``model`` (state dict) and ``model_args`` (the constructor arguments);
-        optional ``names`` (class names) and ``imgsz`` ([H, W]) become ``model.names`` / ``model.imgsz``.
-        It is read with :func:`safe_torch_load`, so a file that would run code is refused.
+        ``path`` may also be the checkpoint dict itself (loaded once by a caller that needs its other entries;
+        ``source`` then names the file in error messages). ``names`` and ``imgsz`` become ``model.names`` /
+        ``model.imgsz``. The file is read with ``weights_only``, so a file that would run code is refused.
 
         Raises:
-            WeightsError: the file is unreadable, not in that form, or does not match its own ``model_args``.
+            WeightsError: the file is unreadable, not a checkpoint, or does not match its own ``model_args``.
+
+        Example:
+            >>> ckpt = Segmenter(num_classes=3).to_checkpoint(names=["a", "b", "c"])
+            >>> Segmenter.from_checkpoint(ckpt).names
+            ['a', 'b', 'c']
         """
-        if isinstance(path, Mapping):  # already loaded by the caller, who also needs its other entries
-            ckpt, path = path, source or "checkpoint"  # ``source`` names the file in error messages
-        else:
-            ckpt = safe_torch_load(path, map_location=map_location)
-        if not isinstance(ckpt, Mapping) or "model" not in ckpt or "model_args" not in ckpt:
-            if isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
-                what = "a bare state dict"
-            elif isinstance(ckpt, Mapping):
-                what = f"a dict with keys {sorted(map(str, ckpt))[:8]}"
-            else:
-                what = f"a {type(ckpt).__name__}"
-            raise WeightsError(
-                f"{path} is {what}, not a mobileseg checkpoint: expected a dict with 'model' (state dict) and "
-                f"'model_args' (constructor arguments), as saved by training or Segmenter.to_checkpoint()"
-            )
+        ckpt = load_checkpoint(path, source)
+        where = source or ("checkpoint" if isinstance(path, Mapping) else str(path))
         args = dict(ckpt["model_args"])
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         unknown = sorted(set(args) - known)
         if unknown:
-            raise WeightsError(f"{path}: model_args has unknown entries {unknown} (made by a newer mobileseg?)")
+            raise WeightsError(f"{where}: model_args has unknown entries {unknown} (made by a newer mobileseg?)")
         args["encoder_weights"] = None  # the state dict holds every weight; never download or read others
         try:
             model = cls(**args)
         except (TypeError, ValueError) as e:
-            raise WeightsError(f"{path}: cannot rebuild the model from model_args {args}: {e}") from None
+            raise WeightsError(f"{where}: cannot rebuild the model from model_args {args}: {e}") from None
         try:
             model.load_state_dict(ckpt["model"], strict=True)
         except RuntimeError as e:
             detail = " ".join(str(e).split())[:400]
-            raise WeightsError(f"{path}: weights do not match model_args: {detail}") from None
+            raise WeightsError(f"{where}: weights do not match model_args: {detail}") from None
         model.names = None if ckpt.get("names") is None else [str(n) for n in ckpt["names"]]
         model.imgsz = DEFAULT_IMGSZ if ckpt.get("imgsz") is None else _as_hw(ckpt["imgsz"])
         if isinstance(map_location, str | torch.device):

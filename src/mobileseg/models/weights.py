@@ -34,13 +34,11 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from mobileseg.errors import WeightsError
+
 ENV_VAR = "MOBILESEG_ENCODER_WEIGHTS"
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation: a blocked network fails fast instead of hanging for minutes
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's convention: <name>-<sha256 prefix>.pth
-
-
-class WeightsError(RuntimeError):
-    """A weights or checkpoint file could not be used; the message says why and what to do."""
 
 
 def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:

@@ -1,0 +1,107 @@
+"""The commands of ``mobileseg <command>``, each a thin composition of the library's layers.
+
+``mobileseg.train(...)``, ``mobileseg.test(...)``... (the package's API) call these. Each one resolves the
+config, opens what it needs (a dataset, a model file of any format through :mod:`mobileseg.deploy.runtimes`) and
+hands over to the module that does the work, so the command line, the Python API and the tests run the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mobileseg.config import Config, resolve_config
+from mobileseg.data import DataReport, check_dataset, resolve_dataset
+from mobileseg.deploy.export import ExportResult
+from mobileseg.deploy.export import export as _export
+from mobileseg.deploy.runtimes import load_predictor, open_model
+from mobileseg.engine.evaluator import evaluate_model
+from mobileseg.engine.predict_run import PredictRun, predict_files
+from mobileseg.engine.runtime import increment_path, prepare
+from mobileseg.engine.trainer import TrainResult
+from mobileseg.engine.trainer import train as _train
+from mobileseg.errors import ConfigError
+
+ConfigLike = Config | dict[str, Any] | str | None
+
+
+def train(cfg: ConfigLike = None, callbacks: Any = (), **overrides: Any) -> TrainResult:
+    """Train a model (``mobileseg train``); see :class:`mobileseg.engine.trainer.Trainer`."""
+    return _train(cfg, callbacks, **overrides)
+
+
+def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """Evaluate ``weights`` (a checkpoint or an exported file) on a split (default ``val``).
+
+    Writes ``runs/<split>/<name>/`` and returns the metrics with ``save_dir``. The dataset is the model's own
+    (see :func:`mobileseg.models.model_file.trained_data`); exported files need ``data=``.
+    """
+    cfg = resolve_config(cfg, overrides)
+    weights = _weights(cfg)
+    d, device, threads = prepare(cfg.runtime)
+    backend, info, ckpt = open_model(weights, device, threads)
+    return evaluate_model(cfg, backend, info, ckpt, split or cfg.runtime.split, d, device)
+
+
+def test(cfg: ConfigLike = None, **overrides: Any) -> dict[str, Any]:
+    """Evaluate ``weights`` on the held-out test split (``mobileseg test``)."""
+    return val(cfg, "test", **overrides)
+
+
+test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def check_data(cfg: ConfigLike = None, **overrides: Any) -> DataReport:
+    """Check a dataset (``mobileseg check-data``): counts, sizes, mask values and every problem with its file."""
+    cfg = resolve_config(cfg, overrides)
+    d = cfg.data
+    return check_dataset(resolve_dataset(d.dataset, d.preset, d.split_ratios, d.split_seed))
+
+
+def predict(cfg: ConfigLike = None, **overrides: Any) -> PredictRun:
+    """Segment new images at their original size (``mobileseg predict``).
+
+    ``weights`` is a checkpoint or an exported model, ``source`` an image, folder, glob or ``.txt`` list of paths;
+    results go to ``out`` (default ``runs/predict/expN``): see :func:`mobileseg.engine.predict_run.predict_files`.
+
+    Example:
+        >>> run = mobileseg.predict(weights="best.pt", source="photos/")  # doctest: +SKIP
+        >>> run.save_dir, [r.shares for r in run]  # doctest: +SKIP
+    """
+    cfg = resolve_config(cfg, overrides)
+    rt, pc = cfg.runtime, cfg.predict
+    weights = _weights(cfg)
+    if not pc.source:
+        raise ConfigError("no images given: pass source=<image, folder, glob or .txt list of paths>")
+    _, device, threads = prepare(rt)
+    predictor = load_predictor(weights, device=device, conf=pc.conf, tta=pc.tta, threads=threads)
+    save_dir = Path(pc.out) if pc.out else increment_path(Path(rt.project) / "predict", rt.name, rt.exist_ok)
+    return predict_files(predictor, pc.source, save_dir, cfg.train.batch, pc.save_probs, rt.verbose)
+
+
+def export(cfg: ConfigLike = None, **overrides: Any) -> ExportResult:
+    """Export a checkpoint with a parity check (``mobileseg export``); see :mod:`mobileseg.deploy.export`."""
+    return _export(cfg, **overrides)
+
+
+def benchmark(cfg: ConfigLike = None, **overrides: Any) -> Any:
+    """Measure inference speed (``mobileseg benchmark``); see :mod:`mobileseg.benchmarking`."""
+    from mobileseg.benchmarking import benchmark as _benchmark
+
+    return _benchmark(cfg, **overrides)
+
+
+def serve(cfg: ConfigLike = None, **overrides: Any) -> None:
+    """Serve a model over HTTP with a web page (``mobileseg serve``); see :mod:`mobileseg.server`."""
+    from mobileseg.server import serve as _serve  # the 'serve' extra: imported only when serving
+
+    _serve(cfg, **overrides)
+
+
+def _weights(cfg: Config) -> Path:
+    if not cfg.runtime.weights:
+        raise ConfigError("no model given: pass weights=<best.pt, model.onnx or model.torchscript>")
+    return Path(cfg.runtime.weights)
+
+
+__all__ = ["benchmark", "check_data", "export", "predict", "serve", "test", "train", "val"]

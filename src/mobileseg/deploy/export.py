@@ -1,0 +1,158 @@
+"""``mobileseg export``: a checkpoint to ONNX (optionally int8) or TorchScript, with proof that it computes the same.
+
+``mobileseg export weights=best.pt`` writes ``best.onnx`` next to the weights (or to ``out=``):
+
+* BatchNorm is folded into the decoder's transposed convolutions first (the ONNX exporter only folds it into
+  plain convolutions), which saves one pass over every decoder activation at inference.
+* Parity: the exported file and the PyTorch model run on real images (the model's own test/val split, else
+  ``source=``, else noise with a warning); probabilities must agree to 1e-4 and masks on more than 99.9 % of
+  pixels, or :class:`~mobileseg.errors.ExportError` is raised (and the bad file removed) with the figures.
+* ``int8=true``: static int8 ONNX calibrated on ``calib_images`` training images, written as ``best.int8.onnx``,
+  with its agreement, speed-up and IoU change on the test split reported (:mod:`mobileseg.deploy.int8`).
+
+Example:
+    >>> result = export(weights="runs/train/exp/weights/best.pt", int8=True)  # doctest: +SKIP
+    >>> result.path, result.parity.ok, result.int8.iou_change  # doctest: +SKIP
+    (PosixPath('runs/train/exp/weights/best.onnx'), True, -0.0031)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mobileseg.config import Config, resolve_config
+from mobileseg.engine.predictor import warn
+from mobileseg.engine.runtime import setup_threads
+from mobileseg.errors import ConfigError, ExportError
+from mobileseg.models.model_file import ModelInfo, load_model
+
+from .int8 import Int8Report, export_int8
+from .onnx import export_onnx
+from .parity import ParityReport, check_parity
+from .rewrites import fold_batchnorm
+from .runtimes import EXPORTED_SUFFIXES, TORCHSCRIPT_SUFFIXES, quiet
+from .samples import noise_images, open_dataset, source_images, split_images
+from .torchscript import export_torchscript
+
+EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+@dataclass
+class ExportResult:
+    """Files written by ``export`` and the evidence that they work.
+
+    Attributes:
+        path: the exported model.
+        format: ``onnx`` or ``torchscript``.
+        parity: the check of ``path`` against the PyTorch model.
+        info: the metadata embedded.
+        parity_images: where the parity images came from.
+        int8: the int8 model's report (``int8=true``), else None.
+    """
+
+    path: Path
+    format: str
+    parity: ParityReport
+    info: ModelInfo
+    parity_images: str = ""
+    int8: Int8Report | None = None
+
+    @property
+    def int8_path(self) -> Path | None:
+        return self.int8.path if self.int8 else None
+
+
+def default_output(weights: Path, fmt: str, out: str | None) -> Path:
+    """``best.pt`` -> ``best.onnx`` beside it; ``out=`` may name a file (with the suffix) or a folder."""
+    suffix = EXPORT_SUFFIX[fmt]
+    if out:
+        target = Path(out)
+        if target.suffix.lower() in (suffix, *TORCHSCRIPT_SUFFIXES) and not target.is_dir():
+            return target
+        return target / f"{weights.stem}{suffix}"
+    return weights.with_suffix(suffix)
+
+
+def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -> ExportResult:
+    """Export ``weights`` (a checkpoint) to ``format`` with a parity check, and optionally to int8 ONNX.
+
+    Raises:
+        ExportError: the export failed or its parity check failed (the figures are in the message).
+        ConfigError: no weights, an exported file given as weights, or int8 asked for with TorchScript.
+    """
+    cfg = resolve_config(cfg, overrides)
+    ec, rt = cfg.export, cfg.runtime
+    if not rt.weights:
+        raise ConfigError("no model given: pass weights=<path to best.pt>")
+    weights = Path(rt.weights)
+    if weights.suffix.lower() in EXPORTED_SUFFIXES:
+        raise ConfigError(f"{weights} is already an exported model; export needs the checkpoint (.pt)")
+    if ec.int8 and ec.format != "onnx":
+        raise ConfigError("int8=true needs format=onnx (int8 quantization is for ONNX Runtime)")
+    log = print if rt.verbose else (lambda *a, **k: None)
+    threads = setup_threads(rt.threads)
+    model, info, ckpt = load_model(weights)
+    path = default_output(weights, ec.format, cfg.predict.out)
+    spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
+    n = max(2, cfg.train.batch)
+    parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+    if parity_set is None:
+        warn(
+            f"no real images for the parity check ({why_not or 'no test/val split'}; no source=): "
+            f"checking on random noise, which exercises the graph but not the model's typical inputs"
+        )
+        parity_set = noise_images(info.imgsz, n, rt.seed)
+    calib = None
+    if ec.int8:  # find calibration images before any work, so a missing dataset fails in a second
+        k = ec.calib_images
+        calib = split_images(spec, "train", info.imgsz, k) or source_images(cfg.predict.source, info.imgsz, k)
+        if calib is None:
+            raise ExportError(
+                f"int8 needs calibration images: {why_not or 'the dataset has no train split'}; "
+                f"pass data=<dataset> or source=<folder of typical images>"
+            )
+
+    start = time.perf_counter()
+    folded = fold_batchnorm(model)
+    if ec.format == "onnx":
+        path, info = export_onnx(folded, path, info, ec.opset)
+        shape = "dynamic batch/height/width" if info.dynamic_hw else f"dynamic batch, fixed {info.imgsz}"
+        what = f"ONNX opset {ec.opset}, {shape}"
+    else:
+        export_torchscript(folded, path, info)
+        what = f"TorchScript, traced at {info.imgsz[0]}x{info.imgsz[1]}"
+    size_mb = path.stat().st_size / 1e6
+    log(f"export: {weights} -> {path} ({what}, {size_mb:.1f} MB) in {time.perf_counter() - start:.1f} s")
+
+    with quiet():
+        parity = check_parity(model, path, parity_set.images, cfg.predict.conf, threads=threads)
+    log(f"parity vs PyTorch on {parity_set.origin}: {parity}")
+    if not parity.ok:
+        path.unlink(missing_ok=True)  # never leave a file that computes something else where tools look for it
+        raise ExportError(
+            f"the exported model does not match the PyTorch model: {parity}. The file was removed. "
+            f"Try another opset (opset=...) or format."
+        )
+    result = ExportResult(path, ec.format, parity, info, parity_set.origin)
+    if calib is not None:
+        result.int8 = export_int8(
+            model,
+            path,
+            info,
+            calib,
+            parity_set,
+            spec,
+            opset=ec.opset,
+            batch=cfg.train.batch,
+            conf=cfg.predict.conf,
+            threads=threads,
+            log=log,
+        )
+    log(f"Export saved to {path}" + (f" and {result.int8.path}" if result.int8 else ""))
+    return result
+
+
+__all__ = ["ExportResult", "default_output", "export"]

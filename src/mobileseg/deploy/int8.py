@@ -1,0 +1,214 @@
+"""Static int8 quantization for ONNX Runtime, and what it costs and gains against the fp32 file.
+
+The decoder's transposed convolutions are first rewritten as equivalent sub-pixel convolutions
+(:class:`~mobileseg.deploy.rewrites.SubPixelConvTranspose2d`): ORT has no int8 ConvTranspose kernel, and they are
+most of the compute. Calibration uses real training images (:mod:`mobileseg.deploy.samples`); the IoU change is
+measured with the same evaluator as ``mobileseg test`` (:func:`mobileseg.engine.evaluator.evaluate_split`).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobileseg.data import DatasetSpec
+from mobileseg.engine.evaluator import evaluate_split
+from mobileseg.engine.predictor import warn
+from mobileseg.errors import ExportError
+from mobileseg.models.model_file import INPUT_NAME, ModelInfo
+from mobileseg.timing import Candidate, measure_interleaved
+
+from .onnx import export_onnx, set_onnx_metadata
+from .onnx_graph import fuse_pads_into_convs, shapes_from_quantized
+from .parity import PROB_ATOL, as_batch, compare
+from .rewrites import fold_batchnorm, subpixel_rewrite
+from .runtimes import OnnxBackend, quiet
+from .samples import ImageSet
+
+IOU_LOSS_TARGET = 0.01  # the most IoU that int8 may cost before we warn
+
+
+@dataclass
+class Int8Report:
+    """What int8 quantization cost and gained.
+
+    Attributes:
+        path: the int8 model.
+        calib_images: images used for calibration (and where they came from).
+        agreement: share of mask pixels equal to the fp32 ONNX model's on the parity images.
+        max_abs_diff: largest probability difference to the fp32 ONNX model on those images.
+        fp32_images_s, int8_images_s, speedup: batch throughput of both models (images/s) and their ratio.
+        split, iou_fp32, iou_int8, iou_change: IoU (binary) or mIoU of both models on a labelled split, if any.
+    """
+
+    path: Path
+    calib_images: str
+    agreement: float
+    max_abs_diff: float
+    fp32_images_s: float
+    int8_images_s: float
+    speedup: float
+    split: str | None = None
+    iou_fp32: float = math.nan
+    iou_int8: float = math.nan
+    iou_change: float = math.nan
+
+
+class ImageCalibrationReader:
+    """Feeds calibration images one at a time to ``quantize_static`` (the ``CalibrationDataReader`` protocol)."""
+
+    def __init__(self, images: torch.Tensor, input_name: str = INPUT_NAME) -> None:
+        self.images = as_batch(images).numpy()
+        self.input_name = input_name
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.images):
+            return None
+        self.index += 1
+        return {self.input_name: self.images[self.index - 1 : self.index]}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+def quantize_int8(
+    model: nn.Module, out_path: str | Path, calib_images: torch.Tensor, info: ModelInfo, opset: int = 17
+) -> Path:
+    """Static int8 ONNX model of ``model``: QDQ, per-channel int8 weights, uint8 activations, min/max calibration.
+
+    Steps: BatchNorm folding and the sub-pixel rewrite of the transposed convolutions (so that they, too, run as
+    int8 convolutions), export, ``quant_pre_process`` (ORT graph optimisation + shape inference; symbolic shape
+    inference is skipped, it cannot resolve the dynamic height/width), Pad folding, a float check of that graph
+    against the model, then ``quantize_static`` over ``calib_images``.
+
+    Raises:
+        ExportError: the rewritten graph does not match the model, or quantization failed.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class _Reader(ImageCalibrationReader, CalibrationDataReader):
+        pass
+
+    out_path = Path(out_path)
+    images = as_batch(calib_images)
+    with tempfile.TemporaryDirectory(prefix="mobileseg-int8-") as tmp, quiet():
+        fp32, prepared = Path(tmp) / "subpixel.onnx", Path(tmp) / "prepared.onnx"
+        export_onnx(subpixel_rewrite(fold_batchnorm(model)), fp32, info, opset)
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception:  # pre-processing only helps; quantizing the exported graph still works
+            prepared = fp32
+        fuse_pads_into_convs(prepared)
+        max_abs, _ = compare(model.eval().cpu(), OnnxBackend(prepared), images[:2])
+        if max_abs > PROB_ATOL:
+            raise ExportError(f"the sub-pixel graph prepared for int8 differs from the model (max |dp| {max_abs:.2e})")
+        try:
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                _Reader(images),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as e:
+            raise ExportError(f"int8 quantization failed: {str(e).splitlines()[0][:300]}") from e
+        shapes_from_quantized(out_path)
+    metadata = {
+        **info.to_metadata(),
+        "opset": str(opset),
+        "quantization": f"int8 static QDQ (uint8 activations, per-channel int8 weights), calibrated on "
+        f"{images.shape[0]} images; transposed convs as sub-pixel convs",
+    }
+    set_onnx_metadata(out_path, metadata)
+    return out_path
+
+
+def int8_path_for(path: Path) -> Path:
+    """``best.onnx`` -> ``best.int8.onnx``."""
+    return path.with_name(f"{path.stem}.int8.onnx")
+
+
+def export_int8(
+    model: nn.Module,
+    fp32: Path,
+    info: ModelInfo,
+    calib: ImageSet,
+    parity_set: ImageSet,
+    spec: DatasetSpec | None,
+    *,
+    opset: int = 17,
+    batch: int = 8,
+    conf: float = 0.5,
+    threads: int | None = None,
+    log: Callable[..., Any] = print,
+) -> Int8Report:
+    """Quantize with the calibration images, then measure agreement, speed and IoU against the fp32 ONNX model."""
+    out = int8_path_for(fp32)
+    start = time.perf_counter()
+    quantize_int8(model, out, calib.images, info, opset)
+    log(
+        f"int8: {out} ({out.stat().st_size / 1e6:.1f} MB) calibrated on {calib.origin} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    with quiet():
+        ref, q = OnnxBackend(fp32, threads), OnnxBackend(out, threads)
+        max_abs, differ = compare(ref, q, parity_set.images, conf)
+        x = torch.rand(batch, 3, *info.imgsz, generator=torch.Generator().manual_seed(0))
+        candidates = [
+            Candidate("fp32", lambda: ref(x[:1]), lambda: ref(x)),
+            Candidate("int8", lambda: q(x[:1]), lambda: q(x)),
+        ]
+        fp32_row, int8_row = measure_interleaved(candidates, batch, warmup=1, runs=2, batch_runs=5)
+    speedup = int8_row.images_s / fp32_row.images_s if fp32_row.images_s else math.nan
+    report = Int8Report(out, calib.origin, 1 - differ, max_abs, fp32_row.images_s, int8_row.images_s, speedup)
+    log(
+        f"int8 vs fp32 on {parity_set.origin}: {100 * report.agreement:.2f} % of mask pixels agree, "
+        f"max |dp| {max_abs:.2e}"
+    )
+    log(
+        f"int8 speed (batch {batch}, {threads} threads): fp32 {report.fp32_images_s:.1f} images/s, "
+        f"int8 {report.int8_images_s:.1f} images/s ({report.speedup:.2f}x)"
+    )
+    split = next((s for s in ("test", "val") if spec and spec.splits.get(s)), None)
+    if spec is None or split is None:
+        log("int8 IoU change: no labelled test/val split reachable, not measured")
+        return report
+    with quiet():
+        m32 = evaluate_split(ref, spec, split, info.imgsz, batch=batch, conf=conf).metrics
+        m8 = evaluate_split(q, spec, split, info.imgsz, batch=batch, conf=conf).metrics
+    report.split, report.iou_fp32, report.iou_int8 = split, m32["iou"], m8["iou"]
+    report.iou_change = m8["iou"] - m32["iou"]
+    kind = "IoU" if info.binary else "mIoU"
+    log(
+        f"int8 {split} {kind} ({len(spec.splits[split])} images): fp32 {m32['iou']:.4f}, int8 {m8['iou']:.4f} "
+        f"({report.iou_change:+.4f}; target >= -{IOU_LOSS_TARGET})"
+    )
+    if report.iou_change < -IOU_LOSS_TARGET:
+        warn(
+            f"int8 loses {-report.iou_change:.4f} {kind} on the {split} split (target <= {IOU_LOSS_TARGET}); "
+            f"try more calib_images or keep the fp32 model"
+        )
+    return report
+
+
+__all__ = ["IOU_LOSS_TARGET", "Int8Report", "export_int8", "int8_path_for", "quantize_int8"]

@@ -1,0 +1,172 @@
+"""Trainer callbacks: what happens around the loop (files, plots, loggers) without touching the loop.
+
+A callback subclasses :class:`Callback` and overrides the events it needs; the trainer calls every event on the
+main process only, in the order the callbacks were given. :class:`RunFiles` writes the run folder (args.yaml,
+results.csv, plots, model card); loggers (TensorBoard, MLflow) and benchmarks plug in the same way.
+
+Example:
+    >>> class PrintIoU(Callback):
+    ...     def on_epoch_end(self, trainer, row):
+    ...         print(f"epoch {row['epoch']}: val IoU {row['val/iou']:.3f}")
+    >>> mobileseg.train(epochs=1, callbacks=[PrintIoU()])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mobileseg import viz
+from mobileseg.engine.evaluator import format_metrics, palette_for, prediction_grid
+from mobileseg.engine.metrics import METRIC_NAMES
+from mobileseg.models.checkpoint import atomic_write_text, versions
+
+if TYPE_CHECKING:
+    from mobileseg.engine.trainer import Trainer, TrainResult
+
+
+class Callback:
+    """Base class: every event is a no-op. ``trainer`` gives access to ``cfg``, ``save_dir``, ``model``, ``spec``,
+    ``history``, ``best_epoch``..."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """After set-up, before the first epoch (also when resuming)."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based) trains."""
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+        """After validation and checkpointing; ``row`` is the epoch's results.csv row."""
+
+    def on_plots(self, trainer: Trainer, epoch: int, paths: dict[str, Path]) -> None:
+        """After the run's pictures were redrawn (``paths``: name -> PNG)."""
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        """After the last epoch (or an early stop / interruption), with the final result."""
+
+
+RESULT_COLUMNS = [
+    "epoch",
+    "train/loss",
+    *(f"train/{m}" for m in METRIC_NAMES),
+    "val/loss",
+    *(f"val/{m}" for m in METRIC_NAMES),
+    "lr",
+    "epoch_s",
+    "img_s",
+]
+
+
+class RunFiles(Callback):
+    """The run folder: ``args.yaml``, ``results.csv``, ``results.png``, ``val_predictions.png``, model card."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        import yaml
+
+        doc = trainer.cfg.to_dict()
+        doc["dataset_info"] = {
+            "source": trainer.spec.source,
+            "names": list(trainer.spec.names),
+            "ignore_index": trainer.spec.ignore_index,
+            "split": trainer.spec.split_info,
+        }
+        atomic_write_text(trainer.save_dir / "args.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in trainer.history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(trainer.save_dir / "results.csv", buf.getvalue())
+        epoch, epochs = int(row["epoch"]), trainer.cfg.train.epochs
+        if epoch % trainer.cfg.train.plot_every == 0 or epoch == epochs:
+            trainer.emit("on_plots", epoch, self.plot(trainer))
+
+    def plot(self, trainer: Trainer) -> dict[str, Path]:
+        results = viz.plot_results(trainer.history, trainer.save_dir / "results.png")
+        shown = np.linspace(0, len(trainer.val_ds) - 1, min(6, len(trainer.val_ds))).round().astype(int).tolist()
+        grid = prediction_grid(
+            trainer.model,
+            trainer.val_ds,
+            shown,
+            trainer.save_dir / "val_predictions.png",
+            palette_for(trainer.spec),
+            trainer.device,
+        )
+        return {"results": results, "val_predictions": grid}
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        if trainer.history:
+            write_model_card(trainer, result)
+
+
+def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
+    """The run's ``README.md``: what the model is, what it was trained on, how well it does, how to use it."""
+    cfg, s = trainer.cfg, trainer.model.summary(trainer.cfg.data.imgsz)
+    best = result.best
+    size = best.stat().st_size / 1e6 if best.exists() else 0
+    h, w = cfg.data.imgsz
+    spec = trainer.spec
+    lines = [
+        f"# mobileseg model: {trainer.save_dir.name}",
+        "",
+        "MobileNetV2 encoder + pix2pix decoder (the TensorFlow segmentation tutorial's design), trained with "
+        f"mobileseg {versions()['mobileseg']}.",
+        "",
+        f"- Data: `{spec.source}`, {len(trainer.train_ds)} train / {len(trainer.val_ds)} val images",
+        f"- Classes ({spec.num_classes}): {', '.join(spec.names)}"
+        + (" (binary: one logit, threshold 0.5)" if spec.binary else ""),
+        f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
+        f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
+        f"- Encoder weights: {cfg.model.encoder_weights}; epochs run: {result.epochs} "
+        f"({result.stopped}), best epoch {result.best_epoch}; training precision {result.precision}",
+        "",
+        "## Validation metrics (best epoch)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {v:.4f} |" for k, v in result.best_metrics.items()),
+        "",
+        "## Use it",
+        "",
+        "```bash",
+        f"mobileseg test weights={best}",
+        f"mobileseg predict weights={best} source=path/to/images",
+        f"mobileseg export weights={best} format=onnx",
+        "```",
+        "",
+        "```python",
+        "from mobileseg import Segmenter",
+        f"model = Segmenter.from_checkpoint('{best}').eval()",
+        "```",
+    ]
+    path = trainer.save_dir / "README.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def summary_lines(trainer: Trainer, result: TrainResult) -> str:
+    """The closing lines of a run: how it ended, the best epoch, and where everything is."""
+    seconds = sum(r["epoch_s"] for r in trainer.history)
+    return (
+        f"\n{len(trainer.history)} epochs {result.stopped} in {seconds:.0f}s."
+        f"  Best epoch {result.best_epoch}: {format_metrics(result.best_metrics)}\n"
+        f"Results saved to {trainer.save_dir}\n"
+        f"  weights  {result.best}  (last: {result.last.name})\n"
+        f"  plots    {trainer.save_dir / 'results.png'}, {trainer.save_dir / 'val_predictions.png'}\n"
+        f"  metrics  {trainer.save_dir / 'results.csv'}\n"
+        f"Test it:   mobileseg test weights={result.best}"
+    )
+
+
+def call_all(callbacks: list[Callback], event: str, *args: Any) -> None:
+    for callback in callbacks:
+        getattr(callback, event)(*args)
+
+
+__all__ = ["RESULT_COLUMNS", "Callback", "RunFiles", "call_all", "summary_lines", "write_model_card"]

@@ -1,0 +1,207 @@
+"""``mobileseg predict`` on files: which images a ``source`` names, and writing each image's results.
+
+Each image's files are written as soon as it is predicted and ``predictions.csv`` row by row, so a crash or
+Ctrl-C keeps what was done. An unreadable image is reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mobileseg.data import DataError
+from mobileseg.errors import MissingFileError
+
+from .predictor import PredictionResult, Predictor, to_rgb, warn
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LIST_SUFFIXES = (".txt",)
+
+
+def resolve_source(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image paths named by ``source``: a file, a folder (its images, sorted), a glob, or a ``.txt`` list file.
+
+    Entries of a list file that do not exist are returned as ``(entry, reason)`` so they are reported, not fatal.
+    Relative entries in a list file are read relative to the list file's folder (then to the working directory).
+
+    Raises:
+        MissingFileError: ``source`` matches nothing.
+    """
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        files, missing = [], []
+        for item in source:
+            f, m = resolve_source(item) if Path(item).is_dir() else _one_file(Path(item))
+            files += f
+            missing += m
+        return files, missing
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), []
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        files, missing = [], []
+        for line in path.read_text().splitlines():
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            candidate = Path(entry).expanduser()
+            if not candidate.is_absolute() and not candidate.exists():
+                candidate = path.parent / candidate
+            f, m = _one_file(candidate)
+            files += f
+            missing += [(entry, reason) for _, reason in m]
+        return files, missing
+    if path.is_file():
+        return [path], []
+    if any(ch in text for ch in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        return [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES], []
+    raise MissingFileError(f"source not found: {text} (expected an image, a folder, a glob or a .txt list)")
+
+
+def _one_file(path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    return ([path], []) if path.is_file() else ([], [(str(path), "file not found")])
+
+
+def _batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class PredictRun:
+    """What ``predict`` did: one :class:`PredictionResult` per image, the output folder and the skipped inputs.
+
+    Iterating over it, ``len()`` and indexing go to ``results``.
+    """
+
+    results: list[PredictionResult]
+    save_dir: Path
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __iter__(self) -> Iterator[PredictionResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> PredictionResult:
+        return self.results[i]
+
+
+class _Writer:
+    """Writes each image's files as soon as it is predicted, and predictions.csv row by row (a crash keeps them)."""
+
+    def __init__(self, predictor: Predictor, save_dir: Path, save_probs: bool) -> None:
+        self.predictor, self.save_dir, self.save_probs = predictor, save_dir, save_probs
+        self.used: set[str] = set()
+        info = predictor.info
+        self.share_keys = [info.names[1]] if info.binary else list(info.names)
+        share_cols = ["foreground_share"] if info.binary else [f"share_{n}" for n in info.names]
+        self.csv_file = open(save_dir / "predictions.csv", "w", newline="")  # noqa: SIM115 (closed in close())
+        self.csv = csv.writer(self.csv_file)
+        self.csv.writerow(["file", "width", "height", *share_cols, "seconds"])
+
+    def _stem(self, path: Path) -> str:
+        # Two inputs with the same stem (a.jpg, a.png, or a folder glob) must not overwrite each other's outputs.
+        stem, n = path.stem, 2
+        while stem in self.used:
+            stem, n = f"{path.stem}_{n}", n + 1
+        self.used.add(stem)
+        return stem
+
+    def write(self, result: PredictionResult, image: Image.Image) -> None:
+        stem = self._stem(Path(result.path or "image"))
+        self.predictor.mask_image(result.mask).save(self.save_dir / f"{stem}_mask.png")
+        self.predictor.overlay_image(image, result.mask).save(self.save_dir / f"{stem}_overlay.jpg", quality=90)
+        if self.save_probs:
+            np.save(self.save_dir / f"{stem}_probs.npy", result.probs.astype(np.float16))
+        shares = [f"{result.shares[k]:.6f}" for k in self.share_keys]
+        self.csv.writerow([result.path, result.width, result.height, *shares, f"{result.seconds:.4f}"])
+        self.csv_file.flush()
+
+    def close(self) -> None:
+        self.csv_file.close()
+
+
+def predict_files(
+    predictor: Predictor,
+    source: str | Path | Sequence[str | Path],
+    save_dir: Path,
+    batch: int = 8,
+    save_probs: bool = False,
+    verbose: bool = True,
+) -> PredictRun:
+    """Segment every image ``source`` names, in batches of ``batch``, writing results into ``save_dir``.
+
+    Output: ``<stem>_mask.png`` (binary: 0/255; multi-class: class indices with the palette),
+    ``<stem>_overlay.jpg``, ``<stem>_probs.npy`` (float16, with ``save_probs``) and ``predictions.csv`` (file,
+    width, height, class pixel shares, seconds).
+
+    Raises:
+        MissingFileError: ``source`` names no image.
+    """
+    from tqdm import tqdm
+
+    log = print if verbose else (lambda *a, **k: None)
+    files, skipped = resolve_source(source)
+    for entry, reason in skipped:
+        warn(f"skipped {entry}: {reason}")
+    if not files:
+        raise MissingFileError(f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    log(
+        f"predict: {len(files)} images with {predictor.weights.name} ({predictor.kind}, "
+        f"input {predictor.imgsz[0]}x{predictor.imgsz[1]}{', TTA' if predictor.tta else ''})"
+    )
+    writer = _Writer(predictor, save_dir, save_probs)
+    results: list[PredictionResult] = []
+    start = time.perf_counter()
+    progress = tqdm(total=len(files), desc="  predict", leave=False, disable=None if verbose else True)
+    try:
+        for chunk in _batched(files, batch):
+            images, paths, decode = _decode(chunk, skipped)
+            for result, image in zip(predictor.predict_batch(images, paths, decode), images, strict=True):
+                writer.write(result, image)
+                results.append(result)
+            progress.update(len(chunk))
+    finally:
+        progress.close()
+        writer.close()
+    seconds = time.perf_counter() - start
+    rate = len(results) / seconds if seconds > 0 else math.nan
+    log(f"{len(results)} images predicted in {seconds:.1f} s ({rate:.1f} images/s)")
+    if skipped:
+        lines = "\n".join(f"  {entry}: {reason}" for entry, reason in skipped)
+        warn(f"{len(skipped)} input(s) skipped:\n{lines}")
+    log(f"Results saved to {save_dir}")
+    return PredictRun(results, save_dir, skipped, seconds)
+
+
+def _decode(chunk: Sequence[Path], skipped: list[tuple[str, str]]) -> tuple[list[Image.Image], list[str], list[float]]:
+    """Decode a batch's files; an unreadable one is reported in ``skipped``, never fatal for the batch."""
+    images, paths, decode = [], [], []
+    for path in chunk:
+        t = time.perf_counter()
+        try:
+            images.append(to_rgb(path))
+        except (DataError, OSError, ValueError, SyntaxError) as e:
+            reason = str(e).split("\n")[0] or type(e).__name__
+            warn(f"skipped {path}: {reason}")
+            skipped.append((str(path), reason))
+            continue
+        paths.append(str(path))
+        decode.append(time.perf_counter() - t)
+    return images, paths, decode
+
+
+__all__ = ["IMAGE_SUFFIXES", "PredictRun", "predict_files", "resolve_source"]
