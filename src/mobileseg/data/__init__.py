@@ -11,8 +11,10 @@ Typical use (this is what the trainer does)::
 
 from .check import DataReport, check_dataset, load_dataset
 from .dataset import SegmentationDataset, decode_sample, default_cache_dir, recommended_workers
+from .files import preset_names, sample_root
 from .loading import IMAGE_EXTENSIONS, DataError, load_image
-from .spec import DatasetSpec, Sample, preset_names, resolve_dataset, sample_root
+from .resolve import resolve_dataset
+from .spec import DatasetSpec, Sample
 from .transforms import PairTransform, build_transforms
 
 __all__ = [

@@ -21,7 +21,8 @@ from PIL import Image, ImageOps
 from mobileseg.config import DataConfig
 
 from .loading import PIL_ERRORS, SWAPPING_ORIENTATIONS, DataError, mask_array, orientation, reorient_mask
-from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, _names, _rel, resolve_dataset
+from .resolve import resolve_dataset
+from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, relative, short_list
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
                 im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             im.load()  # full decode: catches truncated/corrupt data, not just a bad header
     except PIL_ERRORS as e:
-        out.errors.append(f"unreadable image {_rel(sample.image, rel)}: {e}")
+        out.errors.append(f"unreadable image {relative(sample.image, rel)}: {e}")
     if geometry is not None:
         (w, h), orient = geometry
         out.size = (h, w) if orient in SWAPPING_ORIENTATIONS else (w, h)
@@ -139,16 +140,16 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
             m.load()
             arr = mask_array(ImageOps.exif_transpose(m), sample.mask, spec.palette is not None)
     except PIL_ERRORS as e:
-        out.errors.append(f"unreadable mask {_rel(sample.mask, rel)}: {e}")
+        out.errors.append(f"unreadable mask {relative(sample.mask, rel)}: {e}")
         return out
     except DataError as e:
-        out.errors.append(str(e).replace(str(sample.mask), _rel(sample.mask, rel)))
+        out.errors.append(str(e).replace(str(sample.mask), relative(sample.mask, rel)))
         return out
     arr = reorient_mask(arr, geometry)
     if out.size is not None and (arr.shape[1], arr.shape[0]) != out.size:
         out.errors.append(
-            f"size mismatch: image {_rel(sample.image, rel)} is {out.size[0]}x{out.size[1]}, mask "
-            f"{_rel(sample.mask, rel)} is {arr.shape[1]}x{arr.shape[0]}"
+            f"size mismatch: image {relative(sample.image, rel)} is {out.size[0]}x{out.size[1]}, mask "
+            f"{relative(sample.mask, rel)} is {arr.shape[1]}x{arr.shape[0]}"
         )
     if arr.ndim == 3:
         packed = (arr[..., 0].astype(np.int32) << 16) | (arr[..., 1].astype(np.int32) << 8) | arr[..., 2]
@@ -206,7 +207,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
         for v, c in r.counts.items():
             totals[v] = totals.get(v, 0) + c
             if r.sample.mask is not None:
-                files_with.setdefault(v, []).append(_rel(r.sample.mask, spec.root))
+                files_with.setdefault(v, []).append(relative(r.sample.mask, spec.root))
     meaning = {v: _meaning(spec, v) for v in totals}
     class_pixels = {n: 0 for n in spec.names}
     ignored = 0
@@ -218,7 +219,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
                 if isinstance(v, tuple)
                 else (f"mask value {v} is not in mask_values")
             )
-            errors.append(f"{what} ({c} pixels) in {len(files_with[v])} masks: {_names(files_with[v])}")
+            errors.append(f"{what} ({c} pixels) in {len(files_with[v])} masks: {short_list(files_with[v])}")
         elif cls == spec.ignore_index:
             ignored += c
         else:
