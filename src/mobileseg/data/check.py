@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from mobileseg.config import DataConfig
 
-from .loading import PIL_ERRORS, SWAPPING_ORIENTATIONS, DataError, mask_array, orientation, reorient_mask
+from .loading import SWAPPING_ORIENTATIONS, DataError, decode_file, mask_array, reorient_mask
 from .resolve import resolve_dataset
 from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, relative, short_list
 
@@ -100,6 +100,19 @@ class DataReport:
                 lines.append(f"  ... and {len(items) - max_problems} more {kind.lower()}s")
         return "\n".join(lines)
 
+    def warning_lines(self, max_problems: int = 25) -> list[str]:
+        """The warnings as lines to print where a check passed but something looks wrong (the trainer prints
+        them before its first epoch: a check that passes with warnings is otherwise silent).
+
+        Example:
+            >>> report.warning_lines()  # doctest: +SKIP
+            ['WARNING: binary default (0 = background, any other value = foreground) but masks hold values ...']
+        """
+        lines = [f"WARNING: {msg}" for msg in self.warnings[:max_problems]]
+        if len(self.warnings) > max_problems:
+            lines.append(f"... and {len(self.warnings) - max_problems} more warnings")
+        return lines
+
     def __str__(self) -> str:
         return self.format()
 
@@ -122,26 +135,18 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
     out = _Inspected(sample)
     rel = spec.root
     geometry = None
-    try:
-        with Image.open(sample.image) as im:
-            geometry = (im.size, orientation(im))
-            if im.format == "JPEG":
-                im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-            im.load()  # full decode: catches truncated/corrupt data, not just a bad header
-    except PIL_ERRORS as e:
-        out.errors.append(f"unreadable image {relative(sample.image, rel)}: {e}")
+    try:  # the strict decode of training (JPEGs at 1/8 scale: the whole stream is still read and checked)
+        geometry = decode_file(sample.image, "image", draft=(1, 1))[1]
+    except DataError as e:
+        out.errors.append(str(e).replace(str(sample.image), relative(sample.image, rel)))
     if geometry is not None:
         (w, h), orient = geometry
         out.size = (h, w) if orient in SWAPPING_ORIENTATIONS else (w, h)
     if sample.mask is None:
         return out
     try:
-        with Image.open(sample.mask) as m:
-            m.load()
-            arr = mask_array(ImageOps.exif_transpose(m), sample.mask, spec.palette is not None)
-    except PIL_ERRORS as e:
-        out.errors.append(f"unreadable mask {relative(sample.mask, rel)}: {e}")
-        return out
+        m = decode_file(sample.mask, "mask")[0]
+        arr = mask_array(ImageOps.exif_transpose(m), sample.mask, spec.palette is not None)
     except DataError as e:
         out.errors.append(str(e).replace(str(sample.mask), relative(sample.mask, rel)))
         return out

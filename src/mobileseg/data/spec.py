@@ -70,6 +70,18 @@ class DatasetSpec:
     def binary(self) -> bool:
         return self.num_classes == 2
 
+    def warning_lines(self) -> list[str]:
+        """Warnings to print before training: the dataset check's (``report``, set by :func:`load_dataset`), else
+        those found while listing files.
+
+        Example:
+            >>> for line in load_dataset(cfg.data).warning_lines():  # doctest: +SKIP
+            ...     print(line)
+        """
+        if self.report is not None:
+            return list(self.report.warning_lines())
+        return [f"WARNING: {msg}" for level, msg in self.issues if level == "warning"]
+
     def mapping_key(self) -> str:
         """A stable text of everything that changes encoded masks (part of the disk-cache key)."""
         mv = None if self.mask_values is None else sorted(self.mask_values.items())
