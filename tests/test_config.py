@@ -18,6 +18,7 @@ from mobileseg.config import (
     format_value,
     key_help,
     load_config,
+    unread_keys,
 )
 
 TRAINING_KEYS = ("lr", "hflip", "epochs", "augment", "width_mult", "class_weights", "resume")
@@ -120,3 +121,9 @@ def test_every_key_has_a_description_in_an_aligned_column(command):
     for line in lines:  # wrapped continuation lines start in the same column
         if line not in rows:
             assert len(line) - len(line.lstrip()) == column, line
+
+
+def test_keys_a_command_does_not_read_are_found():
+    assert unread_keys("serve", ["port", "weights", "lr", "train.epochs", "data"]) == ["lr", "train.epochs", "data"]
+    assert unread_keys("train", ["epochs", "hflip", "data", "device"]) == []
+    assert unread_keys("test", ["split"]) == ["split"]  # test always evaluates the test split

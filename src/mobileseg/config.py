@@ -457,6 +457,18 @@ def command_keys(command: str) -> list[str]:
     return [f"{sec}.{n}" for sec in SECTIONS for n in _section_model(sec).model_fields if f"{sec}.{n}" in wanted]
 
 
+def unread_keys(command: str, keys: list[str]) -> list[str]:
+    """The keys (short or dotted, as typed) that ``command`` does not read, to warn about: ``serve lr=0.1``
+    would otherwise be accepted and do nothing.
+
+    Example:
+        >>> unread_keys("serve", ["port", "lr", "train.epochs"])
+        ['lr', 'train.epochs']
+    """
+    read = set(command_keys(command))
+    return [k for k in keys if resolve_key(k) not in read]
+
+
 def _section_model(section: str) -> type[BaseModel]:
     return Config.model_fields[section].annotation  # type: ignore[return-value]
 
