@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from mobileseg.data import DataError, SegmentationDataset, check_dataset, load_image, resolve_dataset, to_rgb
-from mobileseg.data.loading import jpeg_problem
+from mobileseg.data.jpeg import jpeg_problem
 
 
 def photo(h: int = 160, w: int = 192, seed: int = 0) -> np.ndarray:
