@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ def test_help_lists_commands_and_keys(capsys):
     assert main(["train", "--help"]) == 0
     keys = capsys.readouterr().out
     assert "epochs=30" in keys and "imgsz=" in keys and "encoder_weights=" in keys
+    assert main(["serve", "--help"]) == 0  # each command lists the keys it reads, not all of them
+    keys = capsys.readouterr().out
+    assert "port=8000" in keys and "weights=" in keys
+    shown = set(re.findall(r"^ {4}(\w+)=", keys, re.M))
+    assert "host" in shown and not shown & {"lr", "hflip", "epochs"}, keys
 
 
 def test_flags_and_positionals_read_as_keys():
@@ -61,6 +67,10 @@ def test_config_file_then_overrides(tmp_path):
         (["test", "weights=missing.pt"], "missing.pt"),
         (["check-data", "data=no/such/folder"], "no/such/folder"),
         (["frobnicate"], "unknown command"),
+        (
+            ["check-data", "split_seed=1", "data.split_seed=2"],
+            "'split_seed' and 'data.split_seed' (the same key) given",
+        ),
     ],
 )
 def test_errors_are_one_readable_line(args, message, tmp_path):

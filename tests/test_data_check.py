@@ -149,6 +149,22 @@ def test_binary_default_warns_about_trimap_values(tmp_path, make_pair):
     assert any("'background' has no pixels" in w for w in report.warnings)
 
 
+def test_load_dataset_gives_the_trimap_warning_as_lines_to_print(tmp_path, make_pair):
+    # Oxford pets trimaps (1 pet, 2 background, 3 border) without a mapping: the check passes, so load_dataset
+    # does not raise; the warning must reach the trainer's output through warning_lines().
+    for i in range(6):
+        make_pair(tmp_path, f"p{i}", mask=np.array([[1, 2], [3, 2]], np.uint8), seed=i)
+    spec = load_dataset(DataConfig(dataset=str(tmp_path)))
+    lines = spec.warning_lines()
+    assert lines == spec.report.warning_lines()
+    (trimap,) = [line for line in lines if "everything is foreground" in line]
+    assert trimap.startswith("WARNING: binary default") and "[1, 2, 3]" in trimap
+    assert any("'background' has no pixels" in line for line in lines)
+    assert all(line.startswith("WARNING: ") for line in lines)
+    unchecked = load_dataset(DataConfig(dataset=str(tmp_path)), check=False)
+    assert not [line for line in unchecked.warning_lines() if "foreground" in line]  # needs the pixel check
+
+
 def test_jpeg_masks_warn(tmp_path, make_pair):
     for i in range(3):
         make_pair(tmp_path, f"j{i}", mask_ext=".jpg")

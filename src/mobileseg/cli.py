@@ -39,7 +39,7 @@ examples:
   mobileseg predict weights=runs/train/exp/weights/best.pt source=images/
   mobileseg check-data preset=camvid data=path/to/camvid
 
-Run 'mobileseg <command> --help' for every key with its default."""
+Run 'mobileseg <command> --help' for the keys a command reads, with defaults."""
 
 
 def _usage() -> str:
@@ -113,6 +113,17 @@ def _run(command: str, args: list[str]) -> int:
     return 0
 
 
+def command_help(command: str) -> str:
+    """``mobileseg <command> --help``: the keys this command reads (not all 70), each with default and meaning."""
+    from mobileseg.config import key_help
+
+    return (
+        f"usage: mobileseg {command} [key=value ...] [cfg=<config.yaml>]\n\n{COMMANDS[command]}\n\n"
+        f"keys (short or dotted: batch=16 or train.batch=16; lists as 0.8,0.1,0.1; empty = none):\n"
+        f"{key_help(command)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -130,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mobileseg: unknown command '{command}'.{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in rest):
-        from mobileseg.config import key_help
-
-        print(f"usage: mobileseg {command} [key=value ...]\n\n{COMMANDS[command]}\n\nkeys:\n{key_help()}")
+        print(command_help(command))
         return 0
     try:
         return _run(command, parse_args(command, rest))

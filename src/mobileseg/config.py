@@ -14,20 +14,48 @@ Example:
 from __future__ import annotations
 
 import difflib
+import functools
 import os
+import re
+import textwrap
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from mobileseg.errors import ConfigError
 
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 
 
+OWN_TEXT_PARSER = {"imgsz"}  # sequence fields whose validator parses text itself ('256x320')
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _sequence_text(cls, v: Any, info: ValidationInfo) -> Any:
+        """``0.8,0.1,0.1`` (as typed on a command line or in YAML) for a tuple/list field, and a clear count error.
+
+        One place for every tuple/list field, so a new one accepts the same forms: ``[0.8, 0.1, 0.1]``,
+        ``0.8,0.1,0.1``, ``(0.8, 0.1, 0.1)`` or ``"0.8 0.1 0.1"``.
+        """
+        name = info.field_name
+        shape = _sequence_shape(cls, name) if name else None
+        if shape is None or name in OWN_TEXT_PARSER:
+            return v
+        if isinstance(v, str):
+            v = [p for p in re.split(r"[,\s]+", v.strip().strip("[]()")) if p]
+        if isinstance(v, int | float) and not isinstance(v, bool) and shape == -1:
+            v = [v]  # class_weights=2 -> [2]
+        if isinstance(v, list | tuple) and shape > 0 and len(v) != shape:
+            raise ValueError(f"needs {shape} comma-separated values, e.g. {name}={_example(cls, name)}")
+        return v
 
 
 class ModelConfig(_Section):
@@ -97,12 +125,14 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     """Optimisation."""
 
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, description="passes over the train split")
     batch: int = Field(8, ge=1, description="global batch size (split over DDP processes)")
     lr: float = Field(1e-3, gt=0, description="decoder learning rate")
     encoder_lr_mult: float = Field(0.1, ge=0, description="encoder lr = lr * this (pretrained encoder)")
-    weight_decay: float = Field(1e-4, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="linear lr warm-up before the cosine decay, in epochs (fractions allowed)"
+    )
     grad_clip: float = Field(5.0, ge=0, description="max gradient norm; 0 = off")
     dice_weight: float = Field(0.0, ge=0, description="weight of an added Dice loss term")
     pos_weight: float | None = Field(None, gt=0, description="BCE positive-class weight (binary)")
@@ -119,17 +149,19 @@ class RuntimeConfig(_Section):
     """Where and how things run."""
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
-    seed: int = 0
+    seed: int = Field(0, description="seed of weights init, shuffling, augmentation (and export's noise images)")
     threads: int | None = Field(None, ge=1, description="torch threads; empty = the machine's cores")
     project: str = Field("runs", description="root of run folders")
     name: str | None = Field(None, description="run name; empty = exp, exp2, ...")
     exist_ok: bool = Field(False, description="reuse the run folder if it exists")
     weights: str | None = Field(None, description="checkpoint (.pt) or ONNX model to evaluate/predict/export")
     split: str = Field("val", description="split evaluated by 'val' / 'test'")
-    verbose: bool = True
+    verbose: bool = Field(True, description="print progress and results")
 
 
 class PredictConfig(_Section):
+    """``mobileseg predict`` (``conf``/``tta`` also apply to ``serve``, ``conf`` to the metrics)."""
+
     source: str | None = Field(None, description="image file, folder, glob or list file")
     out: str | None = Field(None, description="output folder; empty = runs/predict/expN")
     tta: bool = Field(False, description="horizontal-flip test-time augmentation")
@@ -138,10 +170,12 @@ class PredictConfig(_Section):
 
 
 class ExportConfig(_Section):
-    format: Literal["onnx", "torchscript"] = "onnx"
+    """``mobileseg export`` (``opset``/``calib_images`` also apply to ``benchmark``'s temporary exports)."""
+
+    format: Literal["onnx", "torchscript"] = Field("onnx", description="onnx or torchscript")
     int8: bool = Field(False, description="static int8 quantization (ONNX Runtime)")
-    opset: int = 17
-    calib_images: int = Field(32, ge=1)
+    opset: int = Field(17, description="ONNX opset version")
+    calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
 
 
 class ServeConfig(_Section):
@@ -193,6 +227,26 @@ class Config(BaseModel):
 
 SECTIONS = ("model", "data", "train", "runtime", "predict", "export", "serve")
 ALIASES = {"data": "data.dataset", "cfg": "cfg"}
+
+
+@functools.cache
+def _sequence_shape(section: type[BaseModel], name: str) -> int | None:
+    """A field's fixed tuple length, -1 for a list or variable tuple, None when it is no sequence."""
+    field = section.model_fields.get(name)
+    if field is None:
+        return None
+    ann = field.annotation
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        ann = next((a for a in typing.get_args(ann) if a is not type(None)), ann)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is tuple:
+        return -1 if (not args or Ellipsis in args) else len(args)
+    return -1 if origin is list else None
+
+
+def _example(section: type[BaseModel], name: str) -> str:
+    default = section.model_fields[name].default
+    return format_value(default) if default else "1,2"
 
 
 def _round32(v: int) -> int:
@@ -285,19 +339,27 @@ def load_config(
         flat.update(_flatten_yaml(doc, str(path)))
     elif isinstance(cfg, dict):
         flat.update(_flatten_yaml(cfg, "config"))
-    if isinstance(overrides, dict):
-        flat.update(overrides)
-    else:
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"expected key=value, got '{item}'")
-            flat[key.strip()] = parse_value(value)
+    given: dict[str, str] = {}  # dotted key -> how it was written, to refuse a key given twice
+    items = overrides.items() if isinstance(overrides, dict) else [_split_item(i) for i in overrides or []]
+    for key, value in items:
+        dotted = resolve_key(key)
+        if dotted in given:
+            same = f"'{key}'" if given[dotted] == key else f"'{given[dotted]}' and '{key}' (the same key)"
+            raise ConfigError(f"{same} given twice; give each key once")
+        given[dotted] = key
+        flat[key] = value
     nested = _nest(flat)
     try:
         return Config(**nested)
     except ValidationError as e:
         raise ConfigError(_explain(e)) from None
+
+
+def _split_item(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected key=value, got '{item}'")
+    return key.strip(), parse_value(value)
 
 
 def resolve_config(
@@ -327,16 +389,129 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def key_help() -> str:
-    """One line per key with its default and description, for ``--help``."""
-    lines = []
+# Which keys each command reads (a section name = all its keys), from the code paths: train (engine/trainer.py),
+# val/test (engine/evaluator.py), predict (engine/predictor.py), export (exporter.py), benchmark
+# (benchmarking.py), check-data (mobileseg.check_data), serve (server.py). ``--help`` shows only these.
+_RUN_FOLDER = ("runtime.project", "runtime.name", "runtime.exist_ok")
+_DATA_LOCATION = ("data.dataset", "data.preset")
+COMMAND_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
+              "runtime.verbose"),
+    "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
+            "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
+            *_RUN_FOLDER, "runtime.verbose"),
+    "test": ("runtime.weights", *_DATA_LOCATION, "data.split_ratios", "data.split_seed", "data.cache",
+             "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads", *_RUN_FOLDER,
+             "runtime.verbose"),
+    "predict": ("runtime.weights", "predict.source", "predict.out", "predict.tta", "predict.save_probs",
+                "predict.conf", "train.batch", "runtime.device", "runtime.threads", *_RUN_FOLDER,
+                "runtime.verbose"),
+    "export": ("runtime.weights", "export", "predict.out", "predict.source", *_DATA_LOCATION, "train.batch",
+               "predict.conf", "runtime.threads", "runtime.seed", "runtime.verbose"),
+    "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
+                  "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose"),
+    "check-data": (*_DATA_LOCATION, "data.split_ratios", "data.split_seed"),
+    "serve": ("runtime.weights", "serve", "predict.conf", "predict.tta", "runtime.device", "runtime.threads",
+              "runtime.verbose"),
+}  # fmt: skip
+
+# What a key means for one command, where the schema's description (written for train) would mislead.
+_COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
+    **{
+        (c, "data.dataset"): "dataset YAML, folder or preset; empty = the one the model was trained on"
+        for c in ("val", "test", "export", "benchmark")
+    },
+    **{(c, "data.preset"): "preset of the folder given in data=" for c in ("val", "test", "export", "benchmark")},
+    **{(c, "runtime.weights"): "checkpoint (.pt) to evaluate" for c in ("val", "test")},
+    ("predict", "runtime.weights"): "model: checkpoint (.pt), ONNX or TorchScript export",
+    ("serve", "runtime.weights"): "model to serve: checkpoint (.pt), ONNX or TorchScript export",
+    ("export", "runtime.weights"): "checkpoint (.pt) to export",
+    ("benchmark", "runtime.weights"): "checkpoint (.pt), or an ONNX model (ONNX Runtime rows only)",
+    ("export", "predict.out"): "output file; empty = beside the weights",
+    ("export", "predict.source"): "images for the parity check/int8 calibration when the dataset is not here",
+    ("benchmark", "predict.source"): "images calibrating the temporary int8 model when the dataset is not here",
+    ("benchmark", "runtime.device"): "ignored: the benchmark measures the CPU",
+    **{(c, "train.batch"): "images per batch" for c in ("val", "test", "predict", "export")},
+    ("benchmark", "train.batch"): "batch size of the throughput measurement",
+    **{(c, "predict.conf"): "foreground threshold (binary) of the metrics" for c in ("val", "test")},
+    ("export", "predict.conf"): "foreground threshold (binary) of the parity check",
+    **{(c, "data.cache"): "cache of decoded samples (see train)" for c in ("val", "test")},
+}
+
+
+def command_keys(command: str) -> list[str]:
+    """The dotted keys ``command`` reads, in schema order (sections as in ``SECTIONS``).
+
+    Example:
+        >>> command_keys("check-data")
+        ['data.dataset', 'data.preset', 'data.split_ratios', 'data.split_seed']
+    """
+    if command not in COMMAND_KEYS:
+        raise ConfigError(f"unknown command '{command}'; commands: {', '.join(COMMAND_KEYS)}")
+    wanted: set[str] = set()
+    for item in COMMAND_KEYS[command]:
+        fields = _section_model(item.partition(".")[0]).model_fields
+        wanted.update([item] if "." in item else (f"{item}.{n}" for n in fields))
+    return [f"{sec}.{n}" for sec in SECTIONS for n in _section_model(sec).model_fields if f"{sec}.{n}" in wanted]
+
+
+def unread_keys(command: str, keys: list[str]) -> list[str]:
+    """The keys (short or dotted, as typed) that ``command`` does not read, to warn about: ``serve lr=0.1``
+    would otherwise be accepted and do nothing.
+
+    Example:
+        >>> unread_keys("serve", ["port", "lr", "train.epochs"])
+        ['lr', 'train.epochs']
+    """
+    read = set(command_keys(command))
+    return [k for k in keys if resolve_key(k) not in read]
+
+
+def _section_model(section: str) -> type[BaseModel]:
+    return Config.model_fields[section].annotation  # type: ignore[return-value]
+
+
+def format_value(value: Any) -> str:
+    """A value as typed on the command line: ``true``, ``0.8,0.1,0.1``, empty for None, text unquoted."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+def key_help(command: str | None = None, width: int = 118) -> str:
+    """The keys ``command`` reads (every key when None), grouped by section: ``key=default`` and its meaning in
+    aligned columns, long meanings wrapped.
+
+    Example:
+        >>> print(key_help("check-data"))  # doctest: +NORMALIZE_WHITESPACE
+          [data]
+            data=                         dataset YAML, image folder, or preset name; empty = the bundled pets sample
+            preset=                       preset ('oxford_pets', 'camvid') applied to a folder
+            split_ratios=0.8,0.1,0.1      train/val/test ratios of the automatic split
+            split_seed=0                  seed of the automatic split
+    """
+    keys = command_keys(command) if command else [f"{s}.{n}" for s in SECTIONS for n in _section_model(s).model_fields]
     defaults = Config()
-    for section in SECTIONS:
-        lines.append(f"  [{section}]")
-        sec_model = getattr(defaults, section)
-        for name, field in type(sec_model).model_fields.items():
-            value = getattr(sec_model, name)
-            desc = f"  {field.description}" if field.description else ""
-            shown = "data" if (section, name) == ("data", "dataset") else name
-            lines.append(f"    {shown}={value!r:<12}{desc}")
-    return "\n".join(lines)
+    rows: list[tuple[str, str, str]] = []  # section, key=default, description
+    for dotted in keys:
+        section, _, name = dotted.partition(".")
+        field = _section_model(section).model_fields[name]
+        shown = "data" if dotted == "data.dataset" else name
+        desc = _COMMAND_DESCRIPTIONS.get((command or "", dotted)) or field.description or ""
+        rows.append((section, f"{shown}={format_value(getattr(getattr(defaults, section), name))}", desc))
+    column = min(max(len(r[1]) for r in rows) + 2, 34)
+    lines: list[str] = []
+    current = ""
+    for section, left, desc in rows:
+        if section != current:
+            lines.append(f"  [{section}]")
+            current = section
+        pad = f"    {left}".ljust(4 + column) if len(left) < column else f"    {left}\n" + " " * (4 + column)
+        wrapped = textwrap.wrap(desc, max(40, width - 4 - column)) or [""]
+        lines.append(pad + wrapped[0])
+        lines.extend(" " * (4 + column) + more for more in wrapped[1:])
+    return "\n".join(line.rstrip() for line in lines)

@@ -11,8 +11,10 @@ Typical use (this is what the trainer does)::
 
 from .check import DataReport, check_dataset, load_dataset
 from .dataset import SegmentationDataset, decode_sample, default_cache_dir, recommended_workers
-from .loading import IMAGE_EXTENSIONS, DataError, load_image
-from .spec import DatasetSpec, Sample, preset_names, resolve_dataset, sample_root
+from .files import preset_names, sample_root
+from .loading import IMAGE_EXTENSIONS, DataError, load_image, to_rgb
+from .resolve import resolve_dataset
+from .spec import DatasetSpec, Sample
 from .transforms import PairTransform, SeededAugment, build_transforms
 
 __all__ = [
@@ -34,4 +36,5 @@ __all__ = [
     "recommended_workers",
     "resolve_dataset",
     "sample_root",
+    "to_rgb",
 ]

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ImageOps
 
 from mobileseg.config import DataConfig
 
-from .loading import PIL_ERRORS, SWAPPING_ORIENTATIONS, DataError, mask_array, orientation, reorient_mask
-from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, _names, _rel, resolve_dataset
+from .loading import SWAPPING_ORIENTATIONS, DataError, decode_file, mask_array, reorient_mask
+from .resolve import resolve_dataset
+from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, relative, short_list
 
 
 @dataclass
@@ -99,6 +100,19 @@ class DataReport:
                 lines.append(f"  ... and {len(items) - max_problems} more {kind.lower()}s")
         return "\n".join(lines)
 
+    def warning_lines(self, max_problems: int = 25) -> list[str]:
+        """The warnings as lines to print where a check passed but something looks wrong (the trainer prints
+        them before its first epoch: a check that passes with warnings is otherwise silent).
+
+        Example:
+            >>> report.warning_lines()  # doctest: +SKIP
+            ['WARNING: binary default (0 = background, any other value = foreground) but masks hold values ...']
+        """
+        lines = [f"WARNING: {msg}" for msg in self.warnings[:max_problems]]
+        if len(self.warnings) > max_problems:
+            lines.append(f"... and {len(self.warnings) - max_problems} more warnings")
+        return lines
+
     def __str__(self) -> str:
         return self.format()
 
@@ -121,34 +135,26 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
     out = _Inspected(sample)
     rel = spec.root
     geometry = None
-    try:
-        with Image.open(sample.image) as im:
-            geometry = (im.size, orientation(im))
-            if im.format == "JPEG":
-                im.draft(im.mode, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
-            im.load()  # full decode: catches truncated/corrupt data, not just a bad header
-    except PIL_ERRORS as e:
-        out.errors.append(f"unreadable image {_rel(sample.image, rel)}: {e}")
+    try:  # the strict decode of training (JPEGs at 1/8 scale: the whole stream is still read and checked)
+        geometry = decode_file(sample.image, "image", draft=(1, 1))[1]
+    except DataError as e:
+        out.errors.append(str(e).replace(str(sample.image), relative(sample.image, rel)))
     if geometry is not None:
         (w, h), orient = geometry
         out.size = (h, w) if orient in SWAPPING_ORIENTATIONS else (w, h)
     if sample.mask is None:
         return out
     try:
-        with Image.open(sample.mask) as m:
-            m.load()
-            arr = mask_array(ImageOps.exif_transpose(m), sample.mask, spec.palette is not None)
-    except PIL_ERRORS as e:
-        out.errors.append(f"unreadable mask {_rel(sample.mask, rel)}: {e}")
-        return out
+        m = decode_file(sample.mask, "mask")[0]
+        arr = mask_array(ImageOps.exif_transpose(m), sample.mask, spec.palette is not None)
     except DataError as e:
-        out.errors.append(str(e).replace(str(sample.mask), _rel(sample.mask, rel)))
+        out.errors.append(str(e).replace(str(sample.mask), relative(sample.mask, rel)))
         return out
     arr = reorient_mask(arr, geometry)
     if out.size is not None and (arr.shape[1], arr.shape[0]) != out.size:
         out.errors.append(
-            f"size mismatch: image {_rel(sample.image, rel)} is {out.size[0]}x{out.size[1]}, mask "
-            f"{_rel(sample.mask, rel)} is {arr.shape[1]}x{arr.shape[0]}"
+            f"size mismatch: image {relative(sample.image, rel)} is {out.size[0]}x{out.size[1]}, mask "
+            f"{relative(sample.mask, rel)} is {arr.shape[1]}x{arr.shape[0]}"
         )
     if arr.ndim == 3:
         packed = (arr[..., 0].astype(np.int32) << 16) | (arr[..., 1].astype(np.int32) << 8) | arr[..., 2]
@@ -206,7 +212,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
         for v, c in r.counts.items():
             totals[v] = totals.get(v, 0) + c
             if r.sample.mask is not None:
-                files_with.setdefault(v, []).append(_rel(r.sample.mask, spec.root))
+                files_with.setdefault(v, []).append(relative(r.sample.mask, spec.root))
     meaning = {v: _meaning(spec, v) for v in totals}
     class_pixels = {n: 0 for n in spec.names}
     ignored = 0
@@ -218,7 +224,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
                 if isinstance(v, tuple)
                 else (f"mask value {v} is not in mask_values")
             )
-            errors.append(f"{what} ({c} pixels) in {len(files_with[v])} masks: {_names(files_with[v])}")
+            errors.append(f"{what} ({c} pixels) in {len(files_with[v])} masks: {short_list(files_with[v])}")
         elif cls == spec.ignore_index:
             ignored += c
         else:

@@ -1,18 +1,29 @@
 """Decoding images and masks from disk, the same way for training, checking and prediction.
 
 Everything that touches pixel files goes through here so that the dataset check, the training loader and
-``predict`` agree on what a file contains: any image mode becomes RGB, EXIF orientation is honoured, masks stay
-single-channel raw values (the class mapping happens later, in :meth:`DatasetSpec.encode_mask`).
+``predict`` agree on what a file contains: any image mode becomes RGB (:func:`to_rgb`, the one conversion for
+paths, PIL images and arrays), EXIF orientation is honoured, masks stay single-channel raw values (the class
+mapping happens later, in :meth:`DatasetSpec.encode_mask`).
+
+Decoding is strict (:func:`decode_file`): a truncated file, or a JPEG whose scan ends at an early end-of-image
+marker, is a :class:`DataError` naming the file. Pillow itself decodes such a JPEG without an error or a warning
+(libjpeg fills the missing blocks with grey and Pillow drops libjpeg's warnings), so a damaged photo would
+otherwise be trained on as half grey.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mobileseg.errors import DataError
+
+from .jpeg import jpeg_problem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ORIENTATION_TAG = 0x0112
@@ -20,6 +31,8 @@ ORIENTATION_TAG = 0x0112
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 # Errors PIL raises for unreadable, truncated or hostile files.
 PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+ImageInput: TypeAlias = "Image.Image | np.ndarray | str | Path"
+_TRUNCATED_LOCK = threading.Lock()
 
 
 def orientation(im: Image.Image) -> int:
@@ -36,19 +49,125 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation(im) in SWAPPING_ORIENTATIONS else (w, h)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16/32-bit grey is scaled from the 16-bit range, since ``convert`` would clip it."""
+def mode_to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB, with the same value rules as arrays in :func:`to_rgb` (16/32-bit integers are read as
+    16-bit values, floats as 0..1), since ``convert`` would clip them."""
     if im.mode == "RGB":
         return im
-    if im.mode.startswith("I;16") or im.mode == "I":
-        arr = np.asarray(im).astype(np.float32) / 257.0
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode == "F":
-        arr = np.clip(np.asarray(im), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return array_to_image(np.asarray(im)).convert("RGB")
     if im.mode in ("P", "PA") and "transparency" in im.info:
         im = im.convert("RGBA")  # resolve the palette first, avoiding PIL's palette-transparency warning
     return im.convert("RGB")
+
+
+_to_rgb = mode_to_rgb  # the old private name (server.py imports it); new code calls to_rgb
+
+
+def array_to_image(arr: np.ndarray) -> Image.Image:
+    """An image array as a PIL image of 8-bit values (grey, grey+alpha, RGB or RGBA).
+
+    Accepted: HxW, HxWxC or CxHxW with C in 1..4; ``uint8`` (and ``bool``: 0/255) as is; other integer types as
+    16-bit values scaled to 8 bits (``v / 257``, the same as a 16-bit PNG opened from disk); floats as 0..1.
+
+    Raises:
+        DataError: for other shapes or dtypes.
+    """
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4)) or 0 in arr.shape:
+        raise DataError(f"image array of shape {arr.shape}: expected HxW, HxWxC or CxHxW with 1 to 4 channels")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = (np.clip(np.nan_to_num(arr.astype(np.float32)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.uint8:
+        arr = np.clip(arr.astype(np.float32) / 257.0 + 0.5, 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise DataError(f"image array of dtype {arr.dtype}: expected integers, floats (0..1) or bool")
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def to_rgb(image: ImageInput) -> Image.Image:
+    """Any image input as an upright RGB PIL image: the one conversion used for training, checks and prediction,
+    so the same picture gives the same pixels however it arrives.
+
+    Args:
+        image: a file path (decoded strictly by :func:`load_image`), a PIL image (its EXIF orientation is
+            applied), or an array (see :func:`array_to_image` for shapes and value ranges: 16-bit values are
+            scaled exactly like a 16-bit file).
+
+    Raises:
+        DataError: an unreadable file (naming it) or an unsupported array shape/dtype.
+
+    Example:
+        >>> grey16 = np.full((4, 6), 65535, np.uint16)
+        >>> to_rgb(grey16).getpixel((0, 0)), to_rgb(Image.fromarray(grey16)).getpixel((0, 0))
+        ((255, 255, 255), (255, 255, 255))
+    """
+    if isinstance(image, str | Path):
+        return load_image(image)
+    if isinstance(image, np.ndarray):
+        return mode_to_rgb(array_to_image(image))
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    if orientation(image) != 1:  # EXIF orientation: phone photos are stored sideways
+        image = ImageOps.exif_transpose(image)
+    return mode_to_rgb(image)
+
+
+def _load_strict(im: Image.Image) -> None:
+    """``im.load()`` that raises on a truncated file even where another library set LOAD_TRUNCATED_IMAGES."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        im.load()
+        return
+    with _TRUNCATED_LOCK:  # rare: switch the global off for this decode only
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = True
+
+
+def decode_file(
+    path: str | Path, kind: str = "image", draft: tuple[int, int] | None = None
+) -> tuple[Image.Image, tuple[tuple[int, int], int]]:
+    """Open and fully decode an image or mask file, strictly; the pixels are as stored (not uprighted).
+
+    Args:
+        path: the file (its content decides the format, not its extension).
+        kind: 'image' or 'mask', for the message.
+        draft: optional displayed (width, height) the caller will resize to; a JPEG is then decoded at the
+            smallest DCT scale (down to 1/8) that is still at least this large. The whole stream is still read.
+
+    Returns:
+        The loaded image and its ``(stored (w, h), EXIF orientation)``.
+
+    Raises:
+        DataError: naming the file when it is missing, unreadable, truncated or corrupt.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        im = Image.open(io.BytesIO(data))
+        geometry = (im.size, orientation(im))
+        if draft is not None and im.format in ("JPEG", "MPO"):
+            w, h = draft
+            if geometry[1] in SWAPPING_ORIENTATIONS:
+                w, h = h, w
+            im.draft("RGB", (w, h))
+        _load_strict(im)  # decode now, inside the try: Image.open is lazy and truncation shows only here
+    except UnidentifiedImageError:
+        raise DataError(f"unreadable {kind} {path}: not an image, or a format Pillow cannot read") from None
+    except PIL_ERRORS as e:
+        reason = e.strerror if isinstance(e, OSError) and e.filename and e.strerror else e  # path said once
+        raise DataError(f"unreadable {kind} {path}: {reason}") from None
+    problem = jpeg_problem(data) if im.format in ("JPEG", "MPO") else None
+    if problem:
+        raise DataError(f"unreadable {kind} {path}: corrupt JPEG: {problem}")
+    return im, geometry
 
 
 def open_image(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -68,20 +187,8 @@ def open_image_geometry(
 ) -> tuple[Image.Image, tuple[tuple[int, int], int]]:
     """:func:`open_image` plus the image's stored (w, h) and EXIF orientation, which :func:`read_mask` needs to
     upright a mask drawn on the raw pixels."""
-    path = Path(path)
-    try:
-        im = Image.open(path)
-        geometry = (im.size, orientation(im))
-        if draft is not None and im.format == "JPEG":
-            w, h = draft
-            if geometry[1] in SWAPPING_ORIENTATIONS:
-                w, h = h, w
-            im.draft("RGB", (w, h))
-        im.load()  # decode now, inside the try: Image.open is lazy and truncation shows only here
-        im = ImageOps.exif_transpose(im)
-        return _to_rgb(im), geometry
-    except PIL_ERRORS as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+    im, geometry = decode_file(path, "image", draft)
+    return mode_to_rgb(ImageOps.exif_transpose(im)), geometry
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -141,12 +248,7 @@ def read_mask(
         geometry: ``(stored (w, h), orientation)`` of the paired image as returned by :func:`image_geometry`.
     """
     path = Path(path)
-    try:
-        im = Image.open(path)
-        im.load()
-        im = ImageOps.exif_transpose(im)
-    except PIL_ERRORS as e:
-        raise DataError(f"cannot read mask {path}: {e}") from None
+    im = ImageOps.exif_transpose(decode_file(path, "mask")[0])
     arr = mask_array(im, path, palette)
     return reorient_mask(arr, geometry)
 
@@ -157,7 +259,7 @@ def image_geometry(path: str | Path) -> tuple[tuple[int, int], int]:
         with Image.open(path) as im:
             return im.size, orientation(im)
     except PIL_ERRORS as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"unreadable image {path}: {e}") from None
 
 
 def reorient_mask(arr: np.ndarray, geometry: tuple[tuple[int, int], int] | None) -> np.ndarray:

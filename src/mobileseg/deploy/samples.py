@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from mobileseg.config import Config
-from mobileseg.data import DatasetSpec, SegmentationDataset
+from mobileseg.data import DatasetSpec, SegmentationDataset, to_rgb
 from mobileseg.engine.predict_run import resolve_source
-from mobileseg.engine.predictor import to_rgb
 from mobileseg.errors import MobilesegError
 from mobileseg.models.model_file import load_trained_dataset, trained_data
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mobileseg.data import DataError
+from mobileseg.data import DataError, to_rgb
 from mobileseg.errors import MissingFileError
 
-from .predictor import PredictionResult, Predictor, to_rgb, warn
+from .predictor import PredictionResult, Predictor, warn
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LIST_SUFFIXES = (".txt",)

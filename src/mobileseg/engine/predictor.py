@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mobileseg import viz
+from mobileseg.data import to_rgb
 from mobileseg.models.model_file import ModelInfo
 
 ImageInput = Image.Image | np.ndarray | str | Path
@@ -76,24 +77,6 @@ class PredictionResult:
     @property
     def width(self) -> int:
         return int(self.mask.shape[1])
-
-
-def to_rgb(image: ImageInput) -> Image.Image:
-    """Any supported input as an RGB PIL image (paths go through :func:`mobileseg.data.load_image`)."""
-    if isinstance(image, str | Path):
-        from mobileseg.data import load_image
-
-        return load_image(image)
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-            arr = arr.transpose(1, 2, 0)  # CHW -> HWC
-        if arr.dtype != np.uint8:  # floats in [0, 1]
-            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
-        image = Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
-    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: phone photos are stored sideways
-        image = ImageOps.exif_transpose(image)
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 class Predictor:
@@ -268,4 +251,4 @@ class Predictor:
         return Image.fromarray(viz.overlay(rgb, mask, self.palette, alpha, ignore_index=-1))
 
 
-__all__ = ["Backend", "ImageInput", "PredictionResult", "Predictor", "to_rgb", "warn"]
+__all__ = ["Backend", "ImageInput", "PredictionResult", "Predictor", "warn"]

@@ -230,9 +230,8 @@ class Trainer:
         cfg = self.cfg
         if self.dist.main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
-        warnings = self.spec.report.warnings if self.spec.report is not None else []
-        for message in warnings:  # the dataset check's warnings (e.g. "everything is foreground")
-            warn(f"dataset: {message}")
+        for line in self.spec.warning_lines():  # the dataset check's warnings (e.g. "everything is foreground")
+            warn(line.removeprefix("WARNING: "))
         self.emit("on_train_start")
         self.log(
             f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
