@@ -307,7 +307,7 @@ def test_build_loss_resolves_auto():
 
     weighted = build_loss(TrainConfig(loss="bce", pos_weight="auto"), 1, IGN, pixel_counts=[900, 100])
     assert weighted.class_weights.tolist() == [1.0, 3.0]
-    assert weighted.describe() == "bce; pos_weight 3; weights: auto, inverse sqrt frequency"
+    assert weighted.describe() == "bce; pos_weight 3 (auto: inverse sqrt frequency)"
     assert value(weighted, *binary_case()) == pytest.approx(
         value(SegmentationLoss(1, IGN, pos_weight=3.0), *binary_case()), rel=1e-6
     )

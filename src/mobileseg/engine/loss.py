@@ -304,6 +304,7 @@ class SegmentationLoss(nn.Module):
         tversky_alpha: Tversky weight of false positives.
         tversky_beta: Tversky weight of false negatives.
         note: extra text for :meth:`describe` (e.g. why ``auto`` chose this loss).
+        weights_note: text shown after the class weights in :meth:`describe` (e.g. how ``auto`` chose them).
 
     Example:
         >>> loss = SegmentationLoss(3, loss="ce+lovasz:0.5", class_weights=[0.5, 1.0, 2.0])
@@ -324,6 +325,7 @@ class SegmentationLoss(nn.Module):
         tversky_alpha: float = 0.3,
         tversky_beta: float = 0.7,
         note: str = "",
+        weights_note: str = "",
     ) -> None:
         super().__init__()
         self.binary = out_channels == 1
@@ -343,6 +345,7 @@ class SegmentationLoss(nn.Module):
         self.tversky_alpha = float(tversky_alpha)
         self.tversky_beta = float(tversky_beta)
         self.note = note
+        self.weights_note = weights_note
         self._weight_text = ""
         weights: list[float] | None = None
         if self.binary:
@@ -387,7 +390,8 @@ class SegmentationLoss(nn.Module):
                 label = f"tversky(alpha={self.tversky_alpha:g}, beta={self.tversky_beta:g})"
             parts.append(label if w == 1 else f"{w:g}*{label}")
         text = " + ".join(parts)
-        extras = [e for e in (self._weight_text, self.note) if e]
+        weights = f"{self._weight_text} ({self.weights_note})" if self._weight_text and self.weights_note else ""
+        extras = [e for e in (self.note, weights or self._weight_text) if e]
         return "; ".join([text, *extras])
 
     # ------------------------------------------------------------------------------------------ the terms
@@ -500,6 +504,7 @@ def build_loss(
     if counts is not None and counts.size != (2 if binary else out_channels):
         raise ValueError(f"pixel_counts has {counts.size} values for {2 if binary else out_channels} classes")
     notes: list[str] = []
+    weights_note = ""
 
     spec = train_cfg.loss
     dice_weight = train_cfg.dice_weight
@@ -527,7 +532,7 @@ def build_loss(
             pos_weight, class_weights = float(weights[1]), None
         else:
             class_weights = weights.tolist()
-        notes.append("weights: auto, inverse sqrt frequency")
+        weights_note = "auto: inverse sqrt frequency"
     return SegmentationLoss(
         out_channels,
         ignore_index,
@@ -539,4 +544,5 @@ def build_loss(
         tversky_alpha=train_cfg.tversky_alpha,
         tversky_beta=train_cfg.tversky_beta,
         note="; ".join(notes),
+        weights_note=weights_note,
     )
