@@ -105,7 +105,7 @@ def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -
         width: mask width.
 
     Example:
-        >>> polygon_mask([[2, 1, 6, 1, 6, 4, 2, 4]], 6, 8).sum()  # a 4 x 3 rectangle
+        >>> int(polygon_mask([[2, 1, 6, 1, 6, 4, 2, 4]], 6, 8).sum())  # a 4 x 3 rectangle
         12
     """
     if _coco_mask is not None:
