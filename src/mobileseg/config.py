@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mobileseg.errors import ConfigError
 
@@ -134,15 +134,70 @@ class TrainConfig(_Section):
         1.0, ge=0, description="linear lr warm-up before the cosine decay, in epochs (fractions allowed)"
     )
     grad_clip: float = Field(5.0, ge=0, description="max gradient norm; 0 = off")
-    dice_weight: float = Field(0.0, ge=0, description="weight of an added Dice loss term")
-    pos_weight: float | None = Field(None, gt=0, description="BCE positive-class weight (binary)")
-    class_weights: list[float] | None = Field(None, description="cross-entropy class weights")
+    loss: str = Field(
+        "auto",
+        description="bce|ce, dice, focal, lovasz, tversky, or a sum with weights: bce+dice, bce:1+dice:0.5; "
+        "auto = bce/ce, plus dice when a class is rare in the train split",
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss exponent (0 = plain cross-entropy)")
+    tversky_alpha: float = Field(0.3, ge=0, description="Tversky loss weight of false positives")
+    tversky_beta: float = Field(0.7, ge=0, description="Tversky loss weight of false negatives")
+    dice_weight: float = Field(0.0, ge=0, description="older form of loss=...+dice:W (adds a Dice term of weight W)")
+    pos_weight: float | Literal["auto"] | None = Field(
+        None, description="foreground weight in BCE/focal (binary); auto = from the train split's pixel counts"
+    )
+    class_weights: list[float] | Literal["auto"] | None = Field(
+        None,
+        description="weight per class in CE/focal (binary: background,foreground); auto = from train pixel counts",
+    )
     freeze_encoder_epochs: int = Field(0, ge=0, description="train the decoder alone for the first N epochs")
     amp: bool = Field(True, description="mixed precision where it pays: CUDA, CPUs with bf16 units (AVX512-BF16/AMX)")
     patience: int = Field(0, ge=0, description="early stopping after N epochs without improvement; 0 = off")
     resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")
     plot_every: int = Field(1, ge=1, description="refresh plots every N epochs")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, v: Any) -> Any:
+        from mobileseg.engine.loss import format_loss_spec, parse_loss_spec  # lazy: that module imports torch
+
+        try:
+            terms = parse_loss_spec(v)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix(f"loss '{v}': ")) from None
+        return "auto" if terms[0][0] == "auto" else format_loss_spec(terms)
+
+    @field_validator("pos_weight", mode="before")
+    @classmethod
+    def _pos_weight(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, int | float) and not isinstance(v, bool) and not v > 0:
+            raise ValueError("pos_weight must be > 0 or auto")
+        return v
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _class_weights(cls, v: Any) -> Any:
+        if isinstance(v, str):  # class_weights=auto, or class_weights=1,2,0.5 typed without brackets
+            if v.strip().lower() == "auto":
+                return "auto"
+            try:
+                v = [float(x) for x in v.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError("class_weights must be numbers (e.g. 1,2,0.5) or auto") from None
+        if isinstance(v, list | tuple) and any(isinstance(x, int | float) and x < 0 for x in v):
+            raise ValueError("class weights must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _loss_terms(self) -> TrainConfig:
+        if self.dice_weight and "dice" in self.loss.replace(":", "+").split("+"):
+            raise ValueError(f"dice_weight={self.dice_weight:g} and loss={self.loss} both add a Dice term; keep one")
+        if "tversky" in self.loss and not self.tversky_alpha + self.tversky_beta > 0:
+            raise ValueError("tversky_alpha + tversky_beta must be > 0")
+        return self
 
 
 class RuntimeConfig(_Section):

@@ -125,6 +125,7 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
         f"- Encoder weights: {cfg.model.encoder_weights}; epochs run: {result.epochs} "
         f"({result.stopped}), best epoch {result.best_epoch}; training precision {result.precision}",
+        f"- Loss: {trainer.loss_fn.describe()}",
         "",
         "## Validation metrics (best epoch)",
         "",

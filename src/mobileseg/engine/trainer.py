@@ -30,7 +30,7 @@ from mobileseg.config import Config, resolve_config
 from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
 from mobileseg.engine.callbacks import Callback, RunFiles, call_all, summary_lines
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
-from mobileseg.engine.loss import SegmentationLoss
+from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import increment_path, prepare
@@ -101,8 +101,8 @@ class Trainer:
         imgsz, cache = cfg.data.imgsz, cfg.data.cache
         self.workers = cfg.data.workers if cfg.data.workers is not None else recommended_workers(cache)
         transform = build_transforms(cfg.data, train=True, ignore_index=self.spec.ignore_index)
-        train_base = SegmentationDataset(self.spec, "train", imgsz, cache=cache)
-        self.train_ds = SeededAugment(train_base, transform if cfg.data.augment else None, cfg.runtime.seed)
+        self.train_base = SegmentationDataset(self.spec, "train", imgsz, cache=cache)
+        self.train_ds = SeededAugment(self.train_base, transform if cfg.data.augment else None, cfg.runtime.seed)
         self.val_ds = SegmentationDataset(self.spec, "val", imgsz, cache=cache)
         if cfg.train.batch % self.dist.world_size:
             raise ConfigError(
@@ -126,10 +126,11 @@ class Trainer:
             else:  # PyTorch's SyncBatchNorm raises on CPU tensors mid-step; say so up front instead
                 self.log("sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BN stays per process)")
         self.model = model.to(self.device)
-        t = cfg.train
-        self.loss_fn = SegmentationLoss(
-            out_channels, self.spec.ignore_index, t.pos_weight, t.class_weights, t.dice_weight
-        ).to(self.device)
+        tc = cfg.train
+        auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
+        counts = count_class_pixels(self.train_base) if auto else None  # one pass, which also fills the cache
+        self.loss_fn = build_loss(tc, out_channels, self.spec.ignore_index, counts, names=self.spec.names)
+        self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         total = cfg.train.epochs * self.steps_per_epoch
         warmup = int(cfg.train.warmup_epochs * self.steps_per_epoch)
@@ -238,7 +239,8 @@ class Trainer:
             f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
             f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
             f"device {self.device}  threads {self.threads}  workers {self.workers}  processes {self.dist.world_size}"
-            f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  precision {self.precision}  run {self.save_dir}"
+            f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  precision {self.precision}  run {self.save_dir}\n"
+            f"loss: {self.loss_fn.describe()}"
         )
         if self.start_epoch or self.start_step:
             self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
