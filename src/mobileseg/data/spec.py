@@ -14,6 +14,7 @@ Dataset YAML (every key optional)::
     mask_values: {1: 1, 2: 0, 3: pet, 255: ignore}   # raw value -> class index, class name or ignore
     ignore_index: 255
     palette: [[0, 0, 0], [128, 0, 0]]                 # RGB masks: colour i is raw value i
+    colors: [[0, 0, 0], [230, 159, 0]]                # display only: one colour per class for figures/overlays
     splits:                      # list files (one stem a line), relative to the root
       train: [splits/a.txt, splits/b.txt]
       val: splits/val.txt
@@ -39,7 +40,7 @@ from .loading import IMAGE_EXTENSIONS, DataError
 SPLITS = ("train", "val", "test")
 BINARY_NAMES = ["background", "foreground"]
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
-YAML_KEYS = {"path", "preset", "names", "mask_values", "ignore_index", "palette", "splits", "val_fraction"}
+YAML_KEYS = {"path", "preset", "names", "mask_values", "ignore_index", "palette", "colors", "splits", "val_fraction"}
 UNMAPPED = -1  # LUT sentinel for raw values the mapping does not mention
 
 
@@ -68,6 +69,8 @@ class DatasetSpec:
     issues: list[tuple[str, str]] = field(default_factory=list)
     # Summary from check_dataset when the spec came through load_dataset (warnings for the trainer to print).
     report: Any = None
+    # Display colours, one per class (YAML ``colors``), for figures and overlays only; ``palette`` decodes masks.
+    colors: list[tuple[int, int, int]] | None = None
     _lut: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -281,18 +284,26 @@ def _parse_mapping(raw: Any, names: list[str] | None, ignore_index: int, where: 
     return out
 
 
-def _parse_palette(raw: Any, where: str) -> list[tuple[int, int, int]] | None:
+def _parse_palette(raw: Any, where: str, key: str = "palette") -> list[tuple[int, int, int]] | None:
     if raw is None:
         return None
     try:
         pal = [tuple(int(c) for c in entry) for entry in raw]
     except (TypeError, ValueError):
-        raise DataError(f"{where}: 'palette' must be a list of [r, g, b]") from None
+        raise DataError(f"{where}: '{key}' must be a list of [r, g, b]") from None
     if not pal or any(len(c) != 3 or not all(0 <= x <= 255 for x in c) for c in pal):
-        raise DataError(f"{where}: 'palette' must be a list of [r, g, b] with values 0..255")
+        raise DataError(f"{where}: '{key}' must be a list of [r, g, b] with values 0..255")
     if len(set(pal)) != len(pal):
-        raise DataError(f"{where}: 'palette' repeats a colour")
+        raise DataError(f"{where}: '{key}' repeats a colour")
     return pal  # type: ignore[return-value]
+
+
+def _parse_colors(raw: Any, names: list[str], where: str) -> list[tuple[int, int, int]] | None:
+    """Display colours (YAML ``colors``): exactly one [r, g, b] per class; never used to decode masks."""
+    colors = _parse_palette(raw, where, "colors")
+    if colors is not None and len(colors) != len(names):
+        raise DataError(f"{where}: 'colors' has {len(colors)} colours for {len(names)} classes (give one per class)")
+    return colors
 
 
 def _finish_classes(doc: dict[str, Any], where: str):
@@ -457,6 +468,8 @@ def resolve_dataset(
         yaml_dir = root
     if preset:
         merged = preset_doc(preset)
+        if "names" in doc and "colors" not in doc:  # the preset's display colours belong to the preset's names
+            merged.pop("colors", None)
         merged.update({k: v for k, v in doc.items() if k not in ("preset", "path")})
         doc = merged
     root = root.resolve()
@@ -465,6 +478,7 @@ def resolve_dataset(
         raise DataError(f"dataset folder not found: {root}")
 
     names, ignore_index, mapping, palette = _finish_classes(doc, where)
+    colors = _parse_colors(doc.get("colors"), names, where)
     issues: list[tuple[str, str]] = []
     val_fraction = doc.get("val_fraction")
     if val_fraction is not None and not (isinstance(val_fraction, int | float) and 0 < val_fraction < 1):
@@ -588,6 +602,7 @@ def resolve_dataset(
         split_info=info,
         source=source,
         issues=issues,
+        colors=colors,
     )
 
 
