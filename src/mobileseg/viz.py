@@ -822,6 +822,7 @@ def figure_label_distribution(
                     color="white" if dark else "black",
                 )
     left.invert_yaxis()
+    left.set_xlim(0, max(1.0, float(table.sum(1).max(initial=0))))
     left.set_xlabel("share of pixels")
     left.set_title("class shares per split", fontsize=11)
     left.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -850,7 +851,7 @@ def figure_label_distribution(
     right.set_xlim(left=floor)
     right.set_xlabel("share of pixels (log)")
     right.set_title("per class, splits side by side", fontsize=11)
-    right.legend(title="split", fontsize=8, title_fontsize=8)
+    right.legend(title="split", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     right.grid(axis="x", alpha=0.3)
     _class_legend(fig, names, palette, has_ignore)
     _title(fig, title, "label distribution")
