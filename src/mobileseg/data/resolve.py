@@ -28,10 +28,10 @@ from .files import (
     split_folders,
 )
 from .loading import DataError
-from .spec import SPLITS, DatasetSpec, Sample, parse_classes, relative, short_list
+from .spec import SPLITS, DatasetSpec, Sample, parse_classes, parse_colors, relative, short_list
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
-YAML_KEYS = {"path", "preset", "names", "mask_values", "ignore_index", "palette", "splits", "val_fraction"}
+YAML_KEYS = {"path", "preset", "names", "mask_values", "ignore_index", "palette", "colors", "splits", "val_fraction"}
 Issues = list[tuple[str, str]]
 
 
@@ -89,6 +89,7 @@ def resolve_dataset(
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
     names, ignore_index, mapping, palette = parse_classes(loc.doc, where)
+    colors = parse_colors(loc.doc.get("colors"), names, where)
     val_fraction = loc.doc.get("val_fraction")
     if val_fraction is not None and not (isinstance(val_fraction, int | float) and 0 < val_fraction < 1):
         raise DataError(f"{where}: 'val_fraction' must be between 0 and 1 (got {val_fraction!r})")
@@ -116,6 +117,7 @@ def resolve_dataset(
         split_info=info,
         source=loc.source,
         issues=issues,
+        colors=colors,
     )
 
 
@@ -182,6 +184,8 @@ def _read_doc(loc: _Located) -> _Located:
             loc.root = p if p.is_absolute() else (loc.yaml_dir / p)
     if preset:
         merged = preset_doc(preset)
+        if "names" in doc and "colors" not in doc:  # the preset's display colours belong to the preset's names
+            merged.pop("colors", None)
         merged.update({k: v for k, v in doc.items() if k not in ("preset", "path")})
         doc = merged
     loc.preset, loc.doc = preset, doc

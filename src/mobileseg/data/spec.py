@@ -60,6 +60,8 @@ class DatasetSpec:
     issues: list[tuple[str, str]] = field(default_factory=list)
     # Summary from check_dataset when the spec came through load_dataset (warnings for the trainer to print).
     report: Any = None
+    # Display colours, one per class (YAML ``colors``), for figures and overlays only; ``palette`` decodes masks.
+    colors: list[tuple[int, int, int]] | None = None
     _lut: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -210,18 +212,26 @@ def _parse_mapping(raw: Any, names: list[str] | None, ignore_index: int, where: 
     return out
 
 
-def _parse_palette(raw: Any, where: str) -> list[tuple[int, int, int]] | None:
+def _parse_palette(raw: Any, where: str, key: str = "palette") -> list[tuple[int, int, int]] | None:
     if raw is None:
         return None
     try:
         pal = [tuple(int(c) for c in entry) for entry in raw]
     except (TypeError, ValueError):
-        raise DataError(f"{where}: 'palette' must be a list of [r, g, b]") from None
+        raise DataError(f"{where}: '{key}' must be a list of [r, g, b]") from None
     if not pal or any(len(c) != 3 or not all(0 <= x <= 255 for x in c) for c in pal):
-        raise DataError(f"{where}: 'palette' must be a list of [r, g, b] with values 0..255")
+        raise DataError(f"{where}: '{key}' must be a list of [r, g, b] with values 0..255")
     if len(set(pal)) != len(pal):
-        raise DataError(f"{where}: 'palette' repeats a colour")
+        raise DataError(f"{where}: '{key}' repeats a colour")
     return pal  # type: ignore[return-value]
+
+
+def parse_colors(raw: Any, names: list[str], where: str) -> list[tuple[int, int, int]] | None:
+    """Display colours (YAML ``colors``): exactly one [r, g, b] per class; never used to decode masks."""
+    colors = _parse_palette(raw, where, "colors")
+    if colors is not None and len(colors) != len(names):
+        raise DataError(f"{where}: 'colors' has {len(colors)} colours for {len(names)} classes (give one per class)")
+    return colors
 
 
 def parse_classes(

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mobileseg import viz
+from mobileseg.data import SegmentationDataset
 from mobileseg.engine.evaluator import format_metrics, palette_for, prediction_grid
+from mobileseg.engine.loss import count_class_pixels
 from mobileseg.engine.metrics import METRIC_NAMES
 from mobileseg.models.checkpoint import atomic_write_text, versions
 
@@ -75,6 +77,42 @@ class RunFiles(Callback):
             "split": trainer.spec.split_info,
         }
         atomic_write_text(trainer.save_dir / "args.yaml", yaml.safe_dump(doc, sort_keys=False))
+        if trainer.start_epoch == 0 and trainer.start_step == 0:  # what the model learns from, drawn once
+            trainer.emit("on_plots", 0, self.plot_data(trainer))
+
+    def plot_data(self, trainer: Trainer) -> dict[str, Path]:
+        """``train_batch.png`` (augmented inputs with their masks) and ``labels.png`` (class shares per split)."""
+        spec, run = trainer.spec, trainer.save_dir.name
+        palette = palette_for(spec)
+        ds = trainer.train_ds
+        ds.epoch = 0
+        items = [ds[i] for i in range(min(16, len(ds)))]
+        batch = viz.plot_train_batch(
+            [im for im, _ in items],
+            [m for _, m in items],
+            trainer.save_dir / "train_batch.png",
+            palette,
+            spec.names,
+            title=f"{run}: augmented training inputs",
+            ignore_index=spec.ignore_index,
+        )
+        shares = {}
+        for split in ("train", "val", "test"):
+            if spec.splits.get(split):
+                base = (
+                    trainer.train_base
+                    if split == "train"
+                    else SegmentationDataset(spec, split, trainer.val_ds.imgsz, cache="none")
+                )
+                counts = (
+                    trainer.class_counts
+                    if split == "train" and trainer.class_counts is not None
+                    else count_class_pixels(base)
+                )
+                total = max(1, int(counts.sum()))
+                shares[split] = {name: float(c) / total for name, c in zip(spec.names, counts, strict=True)}
+        labels = viz.plot_label_distribution(shares, trainer.save_dir / "labels.png", palette, spec.names, title=run)
+        return {"train_batch": batch, "labels": labels}
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
         buf = io.StringIO()
@@ -88,7 +126,14 @@ class RunFiles(Callback):
             trainer.emit("on_plots", epoch, self.plot(trainer))
 
     def plot(self, trainer: Trainer) -> dict[str, Path]:
-        results = viz.plot_results(trainer.history, trainer.save_dir / "results.png")
+        run = trainer.save_dir.name
+        results = viz.plot_results(
+            trainer.history,
+            trainer.save_dir / "results.png",
+            title=run,
+            best_epoch=trainer.best_epoch or None,
+            binary=trainer.spec.binary,
+        )
         shown = np.linspace(0, len(trainer.val_ds) - 1, min(6, len(trainer.val_ds))).round().astype(int).tolist()
         grid = prediction_grid(
             trainer.model,
@@ -97,6 +142,7 @@ class RunFiles(Callback):
             trainer.save_dir / "val_predictions.png",
             palette_for(trainer.spec),
             trainer.device,
+            title=f"{run}: validation, epoch {len(trainer.history)}",
         )
         return {"results": results, "val_predictions": grid}
 

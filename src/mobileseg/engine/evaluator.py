@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from mobileseg import viz
 from mobileseg.config import Config
 from mobileseg.data import DatasetSpec, SegmentationDataset
+from mobileseg.data.loading import SWAPPING_ORIENTATIONS, image_geometry
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
 from mobileseg.engine.runtime import Dist, increment_path
@@ -138,8 +139,13 @@ def prediction_grid(
     device: torch.device | str = "cpu",
     threshold: float = 0.5,
     titles: list[str] | None = None,
+    *,
+    title: str | None = None,
+    note: str = "",
+    ious: list[float] | None = None,
 ) -> Path:
-    """Predict the given samples (no augmentation) and draw image | truth | prediction | overlay."""
+    """Predict the given samples (no augmentation) and draw them at their true aspect ratio, with a legend:
+    image | truth | prediction | overlay with outlines | right-and-wrong map (see :func:`mobileseg.viz`)."""
     images, targets, preds = [], [], []
     was_training = isinstance(model, torch.nn.Module) and model.training
     if isinstance(model, torch.nn.Module):
@@ -153,16 +159,39 @@ def prediction_grid(
             targets.append(mask.numpy())
     if isinstance(model, torch.nn.Module):
         model.train(was_training)
-    names = titles or [dataset.samples[i].stem for i in indices]
-    return viz.plot_prediction_grid(images, targets, preds, path, palette, names, dataset_ignore(dataset))
+    spec = dataset.spec
+    return viz.plot_prediction_grid(
+        images,
+        targets,
+        preds,
+        path,
+        palette,
+        titles or [dataset.samples[i].stem for i in indices],
+        spec.ignore_index,
+        names=spec.names,
+        sizes=[display_size(dataset.samples[i].image) for i in indices],
+        title=title,
+        note=note,
+        ious=ious,
+    )
 
 
-def dataset_ignore(dataset: SegmentationDataset) -> int:
-    return dataset.spec.ignore_index if hasattr(dataset, "spec") else 255
+def display_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) of an image as displayed (EXIF orientation applied), read from its header only."""
+    try:
+        (w, h), orient = image_geometry(path)
+    except (DataError, OSError):
+        return None
+    return (w, h) if orient in SWAPPING_ORIENTATIONS else (h, w)
 
 
 def palette_for(spec: DatasetSpec) -> list[tuple[int, int, int]]:
-    return [tuple(c) for c in spec.palette] if spec.palette else default_palette(spec.num_classes)
+    """Display colours of a dataset's classes: its ``colors``, else its mask ``palette``, else the default."""
+    if spec.colors:
+        return [tuple(c) for c in spec.colors]
+    if spec.palette and len(spec.palette) >= spec.num_classes:
+        return [tuple(c) for c in spec.palette[: spec.num_classes]]
+    return default_palette(spec.num_classes, spec.names)
 
 
 def format_table(names: list[str], per_class: dict[str, list[float]]) -> str:
@@ -291,12 +320,29 @@ def write_report(
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stem"])
         w.writeheader()
         w.writerows(rows)
-    viz.plot_confusion_matrix(result.confusion, names, save_dir / "confusion_matrix.png")
+    run = f"{save_dir.name} ({dataset.split}, {Path(str(cfg.runtime.weights)).name})"
+    viz.plot_confusion_matrix(result.confusion, names, save_dir / "confusion_matrix.png", title=run)
     palette = palette_for(spec)
     conf = cfg.predict.conf
     n_show = min(8, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n_show).round().astype(int).tolist()
-    prediction_grid(model, dataset, spread, save_dir / "predictions.png", palette, device, conf)
-    worst = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])[:n_show]
-    titles = [f"{rows[i]['stem']}  IoU {rows[i]['iou']:.2f}" for i in worst]
-    prediction_grid(model, dataset, worst, save_dir / "worst.png", palette, device, conf, titles=titles)
+    ious = [float(r["iou"]) for r in rows]
+    shown_ious = [ious[i] for i in spread] if rows else None
+    prediction_grid(
+        model, dataset, spread, save_dir / "predictions.png", palette, device, conf, title=run, ious=shown_ious
+    )
+    if rows:
+        worst, note = viz.pick_worst(ious, n_show, shown=spread)
+        grid = save_dir / "worst.png"
+        prediction_grid(
+            model,
+            dataset,
+            worst,
+            grid,
+            palette,
+            device,
+            conf,
+            title=f"{run}: worst",
+            note=note,
+            ious=[ious[i] for i in worst],
+        )

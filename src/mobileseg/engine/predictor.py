@@ -248,7 +248,7 @@ class Predictor:
     def overlay_image(self, image: ImageInput, mask: np.ndarray, alpha: float = 0.5) -> Image.Image:
         """Class colours blended over the image (background left untouched)."""
         rgb = np.asarray(to_rgb(image))
-        return Image.fromarray(viz.overlay(rgb, mask, self.palette, alpha, ignore_index=-1))
+        return Image.fromarray(viz.overlay(rgb, mask, self.palette, alpha, ignore_index=-1, outline=True))
 
 
 __all__ = ["Backend", "ImageInput", "PredictionResult", "Predictor", "warn"]

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
 from mobileseg.engine.callbacks import Callback, RunFiles, call_all, summary_lines
-from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
+from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics, palette_for
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
@@ -128,8 +128,9 @@ class Trainer:
         self.model = model.to(self.device)
         tc = cfg.train
         auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
-        counts = count_class_pixels(self.train_base) if auto else None  # one pass, which also fills the cache
-        self.loss_fn = build_loss(tc, out_channels, self.spec.ignore_index, counts, names=self.spec.names)
+        # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
+        self.class_counts = count_class_pixels(self.train_base) if auto else None
+        self.loss_fn = build_loss(tc, out_channels, self.spec.ignore_index, self.class_counts, names=self.spec.names)
         self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         total = cfg.train.epochs * self.steps_per_epoch
@@ -411,7 +412,7 @@ class Trainer:
             self.spec.names,
             self.cfg.data.imgsz,
             ignore_index=self.spec.ignore_index,
-            palette=self.spec.palette,
+            palette=palette_for(self.spec),
             **training,
         )
 

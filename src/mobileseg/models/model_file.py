@@ -96,7 +96,7 @@ class ModelInfo:
         if not names or len(names) != num_classes:
             names = ["background", "foreground"] if binary else [f"class_{i}" for i in range(num_classes)]
         if not palette or len(palette) < num_classes:
-            palette = default_palette(num_classes)
+            palette = default_palette(num_classes, names)
         return cls(
             names=[str(n) for n in names],
             imgsz=(int(imgsz[0]), int(imgsz[1])),
