@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mobileseg.errors import ConfigError
+from mobileseg.loss_spec import format_loss_spec, parse_loss_spec
 
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 
@@ -160,8 +161,6 @@ class TrainConfig(_Section):
     @field_validator("loss", mode="before")
     @classmethod
     def _loss(cls, v: Any) -> Any:
-        from mobileseg.engine.loss import format_loss_spec, parse_loss_spec  # lazy: that module imports torch
-
         try:
             terms = parse_loss_spec(v)
         except ConfigError as e:

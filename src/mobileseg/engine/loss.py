@@ -37,15 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobileseg.config import ConfigError
+from mobileseg.errors import ConfigError
+from mobileseg.loss_spec import PIXEL_XENT, format_loss_spec, parse_loss_spec
 
 if TYPE_CHECKING:
     from mobileseg.config import TrainConfig
 
 # ------------------------------------------------------------------------------------------------ constants
 
-LOSS_NAMES = ("bce", "ce", "dice", "focal", "lovasz", "tversky")
-PIXEL_XENT = ("bce", "ce")  # two spellings of one term
 SMOOTH = 1.0  # added to numerator and denominator of Dice/Tversky: an absent class with no prediction costs 0
 
 # Automatic loss choice (choose_loss). A binary task whose foreground covers less than this share of the labelled
@@ -61,56 +60,6 @@ AUTO_WEIGHT_MAX = 10.0
 
 
 # ------------------------------------------------------------------------------------------------ the spec
-
-
-def parse_loss_spec(text: Any) -> list[tuple[str, float]]:
-    """Parse a loss string into ``[(name, weight), ...]``; ``auto`` parses to ``[('auto', 1.0)]``.
-
-    Args:
-        text: ``'bce'``, ``'bce+dice'``, ``'bce:1+dice:0.5'``, ``'auto'`` ... (case and spaces are ignored).
-
-    Raises:
-        ConfigError: naming the bad part: an unknown loss, a weight that is not a positive number, a term given
-            twice (``bce`` and ``ce`` count as the same term), or ``auto`` inside a sum.
-
-    Example:
-        >>> parse_loss_spec("BCE + dice:0.5")
-        [('bce', 1.0), ('dice', 0.5)]
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"loss must be text such as 'bce', 'bce+dice' or 'bce:1+dice:0.5' (got {text!r})")
-    spec = text.strip().lower()
-    if spec == "auto":
-        return [("auto", 1.0)]
-    terms: list[tuple[str, float]] = []
-    seen: set[str] = set()
-    for part in spec.split("+"):
-        name, sep, weight_text = (s.strip() for s in part.partition(":"))
-        if not name:
-            raise ConfigError(f"loss '{text}': empty term (terms are joined by '+', e.g. 'bce+dice')")
-        if name == "auto":
-            raise ConfigError(f"loss '{text}': 'auto' stands alone; it cannot be part of a sum")
-        if name not in LOSS_NAMES:
-            raise ConfigError(f"loss '{text}': unknown loss '{name}'; choose from {', '.join(LOSS_NAMES)} or auto")
-        weight = 1.0
-        if sep:
-            try:
-                weight = float(weight_text)
-            except ValueError:
-                weight = math.nan
-            if not (math.isfinite(weight) and weight > 0):
-                raise ConfigError(f"loss '{text}': the weight of '{name}' must be a number > 0 (got '{weight_text}')")
-        key = "ce" if name in PIXEL_XENT else name
-        if key in seen:
-            raise ConfigError(f"loss '{text}': '{name}' appears twice (bce and ce are the same term)")
-        seen.add(key)
-        terms.append((name, weight))
-    return terms
-
-
-def format_loss_spec(terms: Sequence[tuple[str, float]]) -> str:
-    """Canonical text of parsed terms, weight 1 left out: ``[('bce', 1.0), ('dice', 0.5)]`` -> ``'bce+dice:0.5'``."""
-    return "+".join(name if w == 1 else f"{name}:{w:g}" for name, w in terms)
 
 
 # ------------------------------------------------------------------------------------------- automatic choices
