@@ -325,6 +325,35 @@ def test_busy_server_answers_503(binary_ckpt, monkeypatch):
         assert post_image(client, data).status_code == 200  # free again
 
 
+def test_large_uploads_take_at_most_half_the_places(binary_ckpt, monkeypatch):
+    """Large images (over max_output_pixels) have their own lane: while it is full, ordinary photos still get in."""
+    predictor = Predictor(binary_ckpt, threads=1)
+    entered, release = threading.Event(), threading.Event()
+    real = predictor.predict_image
+
+    def slow(image):
+        entered.set()
+        assert release.wait(60)
+        return real(image)
+
+    monkeypatch.setattr(predictor, "predict_image", slow)
+    app = create_app(predictor, max_output_pixels=100_000, max_concurrent=1, max_queue=1)  # 2 places, 1 large
+    large, small = flat_png(600, 400), image_bytes(20, 30)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post_image, client, large)
+        assert entered.wait(60)
+        try:
+            assert_error(post_image(client, large), 503, "busy", "large images")
+            ordinary = pool.submit(post_image, client, small)  # the other place, on the ordinary lane
+            deadline = time.monotonic() + 60
+            while app.state.service.gate.admitted < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            release.set()
+        assert (first.result().json()["original_width"], first.result().json()["width"]) == (600, 387)
+        assert ordinary.result().status_code == 200
+
+
 # --------------------------------------------------------------------------------------------- rejections
 def test_bad_uploads_are_rejected_with_json_errors(client):
     jpeg = image_bytes(60, 80, "JPEG")

@@ -52,9 +52,11 @@ import base64
 import hmac
 import io
 import ipaddress
+import math
 import os
 import socket
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,7 +68,16 @@ from PIL import Image
 from mobileseg import __version__
 from mobileseg.config import Config, resolve_config
 from mobileseg.engine.predictor import Predictor, warn
-from mobileseg.upload import DEFAULT_MAX_OUTPUT_PIXELS, MB, ApiError, Gate, decode_image, read_upload
+from mobileseg.upload import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    MB,
+    ApiError,
+    Gate,
+    decode_image,
+    header_pixels,
+    read_upload,
+    release_memory,
+)
 
 try:
     from fastapi import Depends, FastAPI, Query, Request
@@ -75,7 +86,6 @@ try:
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, Field
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on the installed extras
@@ -85,6 +95,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 
 # 25 MP: a 24 MP camera photo passes; the decode buffer of a PNG (decoded whole before it is reduced) stays ~100 MB.
 DEFAULT_MAX_PIXELS = 25_000_000
+TRIM_PIXELS = 2_000_000  # after decoding more pixels than this, freed memory is handed back to the OS
 EXAMPLE = "assets/pets_sample/images/Bengal_2.jpg"  # the photo GET /example serves (package data)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # The page may only talk to its own server: this makes the "no external resources" promise enforced by the browser.
@@ -211,18 +222,19 @@ class Service:
         return Image.composite(Image.blend(image, colours, alpha), image, painted)
 
     def run(self, data: bytes, overlay: str, alpha: float, started: float) -> tuple[PredictResponse, bytes]:
-        """Decode, predict, encode: CPU work, run in a worker thread inside one of the gate's slots."""
-        with self.gate.slot():
-            t0 = time.perf_counter()
-            decoded = decode_image(data, self.max_pixels, self.max_output_pixels)
-            t1 = time.perf_counter()
-            result = self.predictor.predict_image(decoded.image)
-            t2 = time.perf_counter()
-            mask_png = _encode(self.predictor.mask_image(result.mask), "png")
-            over = None
-            if overlay != "none":
-                over = _encode(self.overlay(decoded.image, result.mask, alpha), overlay)  # type: ignore[arg-type]
-            t3 = time.perf_counter()
+        """Decode, predict, encode: CPU work, run on one of the gate's worker threads."""
+        t0 = time.perf_counter()
+        decoded = decode_image(data, self.max_pixels, self.max_output_pixels)
+        t1 = time.perf_counter()
+        result = self.predictor.predict_image(decoded.image)
+        t2 = time.perf_counter()
+        mask_png = _encode(self.predictor.mask_image(result.mask), "png")
+        over = None
+        if overlay != "none":
+            over = _encode(self.overlay(decoded.image, result.mask, alpha), overlay)  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        if math.prod(decoded.decoded_size) > TRIM_PIXELS:
+            release_memory()  # a large decode buffer was freed: hand it back rather than keep the peak
         (ow, oh), b64 = decoded.original_size, base64.b64encode
         response = PredictResponse(
             width=result.width,
@@ -427,7 +439,10 @@ def _add_predict_route(app: FastAPI, service: Service, deps: list[Any]) -> None:
         with service.gate.admit():
             data = await read_upload(request, int(service.max_upload_mb * MB))
             as_png = fmt == "png" or (fmt is None and _wants_png(request.headers.get("accept", "")))
-            result, mask_png = await run_in_threadpool(service.run, data, "none" if as_png else overlay, alpha, started)
+            large = header_pixels(data) > service.max_output_pixels
+            with service.gate.admit(large=True) if large else nullcontext():
+                kind = "none" if as_png else overlay
+                result, mask_png = await service.gate.run(service.run, data, kind, alpha, started, large=large)
         if as_png:
             headers = {
                 "X-Image-Size": f"{result.width}x{result.height}",

@@ -23,13 +23,19 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import io
 import math
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
@@ -45,6 +51,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
     ) from e
 
 MB = 1024 * 1024
+T = TypeVar("T")
 DEFAULT_MAX_OUTPUT_PIXELS = 4_000_000
 # Pillow formats accepted from uploads (the JPEG plugin also opens phones' multi-picture MPO files).
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -70,21 +77,34 @@ class ApiError(Exception):
 
 
 class Gate:
-    """Admission and slots: ``concurrent`` requests work at a time, ``queue`` more wait, the rest get 503.
+    """Admission and workers: ``concurrent`` requests work at a time, ``queue`` more wait, the rest get 503.
 
     Admission is counted from a request's arrival (before its body is read), so a burst costs at most
-    ``concurrent + queue`` uploads in memory; the slots bound the decoded images and their masks. Thread-safe
-    (the app may be driven from several event loops, e.g. test clients).
+    ``concurrent + queue`` uploads in memory. The work runs on this gate's own threads (``concurrent`` for
+    ordinary images, ``concurrent // 2`` (at least 1) for those over ``max_output_pixels``) rather than
+    the web framework's pool of 40: that bounds the decoded images and masks in memory at once, and it keeps the
+    large allocations on the same few threads, whose malloc arenas are then reused instead of each of 40 threads
+    keeping its own high-water mark. Thread-safe (the app may be driven from several event loops, e.g. tests).
 
     Args:
         concurrent: requests decoding/predicting/encoding at the same time.
-        queue: requests allowed to wait for a slot.
+        queue: requests allowed to wait for a worker.
+
+    Example:
+        >>> gate = Gate(concurrent=1, queue=0)
+        >>> with gate.admit():
+        ...     pass  # a second admit() in here would raise ApiError(503)
     """
 
     def __init__(self, concurrent: int, queue: int) -> None:
         self.concurrent, self.queue = max(1, concurrent), max(0, queue)
-        self.slots = threading.BoundedSemaphore(self.concurrent)
+        self.executor = ThreadPoolExecutor(self.concurrent, thread_name_prefix="mobileseg-serve")
+        # Uploads over max_output_pixels have their own lane, half as wide: a burst of them cannot take every
+        # worker from ordinary photos, and fewer of their full-size decode buffers exist at once.
+        self.large_executor = ThreadPoolExecutor(max(1, self.concurrent // 2), thread_name_prefix="mobileseg-large")
         self.admitted = 0
+        # ... and at most half of the places: ordinary photos still get in while large uploads queue.
+        self.large_places, self.large_admitted = max(1, (self.concurrent + self.queue) // 2), 0
         self.seconds = 1.0  # running estimate of one request's work, for Retry-After
         self._lock = threading.Lock()
 
@@ -93,29 +113,73 @@ class Gate:
         return min(60, max(1, math.ceil(self.seconds * (self.queue + 1) / self.concurrent)))
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self, large: bool = False) -> Iterator[None]:
+        """Count a request in while it lives, or refuse it with 503 and ``Retry-After`` when the places are taken.
+
+        Every request is counted on arrival; one found ``large`` (from its header, once its body is read) is
+        counted again, against the large lane's share of the places.
+        """
         with self._lock:
-            if self.admitted >= self.concurrent + self.queue:
+            count = self.large_admitted if large else self.admitted
+            places = self.large_places if large else self.concurrent + self.queue
+            if count >= places:
                 wait = self.retry_after()
+                what = (
+                    f"{count} large images in progress (at most {places})" if large else f"{count} requests in progress"
+                )
                 raise ApiError(
                     503,
-                    f"server busy: {self.admitted} requests in progress (max_concurrent={self.concurrent}, "
-                    f"max_queue={self.queue}); retry in {wait} s",
+                    f"server busy: {what}, max_concurrent={self.concurrent}, max_queue={self.queue}; retry in {wait} s",
                     {"Retry-After": str(wait)},
                 )
-            self.admitted += 1
+            self._count(large, +1)
         try:
             yield
         finally:
             with self._lock:
-                self.admitted -= 1
+                self._count(large, -1)
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self.slots:
+    def _count(self, large: bool, step: int) -> None:
+        if large:
+            self.large_admitted += step
+        else:
+            self.admitted += step
+
+    async def run(self, fn: Callable[..., T], *args: Any, large: bool = False) -> T:
+        """``fn(*args)`` on a worker thread (of the large lane if ``large``), timed for Retry-After."""
+
+        def timed() -> T:
             start = time.perf_counter()
-            yield
-            self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - start)
+            try:
+                return fn(*args)
+            finally:
+                self.seconds = 0.8 * self.seconds + 0.2 * (time.perf_counter() - start)
+
+        executor = self.large_executor if large else self.executor
+        return await asyncio.get_running_loop().run_in_executor(executor, timed)
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    After a large upload the decoder's buffers are freed but glibc keeps them in its arenas, so the process would
+    stay at its peak; trimming makes the next burst start from the baseline again.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
 
 
 # ------------------------------------------------------------------------------------------------ multipart
@@ -330,6 +394,15 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return im
 
 
+def header_pixels(data: bytes) -> int:
+    """Width x height from the image's header (0 if it cannot be read: decoding will say why). Microseconds."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+            return im.width * im.height
+    except (UnidentifiedImageError, Image.DecompressionBombError, *PIL_ERRORS):
+        return 0
+
+
 def decode_image(data: bytes, max_pixels: int, max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS) -> DecodedImage:
     """Bytes -> upright RGB image of at most ``max_output_pixels``, refusing non-images, bombs and broken files.
 
@@ -368,4 +441,13 @@ def decode_image(data: bytes, max_pixels: int, max_output_pixels: int = DEFAULT_
     return DecodedImage(im, original, decoded)
 
 
-__all__ = ["ApiError", "DecodedImage", "Gate", "MemoryForm", "decode_image", "output_size", "read_upload"]
+__all__ = [
+    "ApiError",
+    "DecodedImage",
+    "Gate",
+    "release_memory",
+    "MemoryForm",
+    "decode_image",
+    "output_size",
+    "read_upload",
+]
