@@ -367,7 +367,11 @@ def _add_open_routes(app: FastAPI, auth_required: bool) -> None:
         """Liveness. Open even with a token: it tells nothing about the model, and tells the page to ask for one."""
         return HealthResponse(status="ok", version=__version__, auth_required=auth_required)
 
-    @app.get("/example", tags=["server"], responses={200: {"content": {"image/jpeg": {}}}, 404: ERRORS[422]})
+    @app.get(
+        "/example",
+        tags=["server"],
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse, "description": "none bundled"}},
+    )
     def example() -> Response:
         """A sample photo bundled with mobileseg, to try the page (or the API) without an image at hand."""
         photo = resources.files("mobileseg").joinpath(EXAMPLE)

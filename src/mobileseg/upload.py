@@ -423,7 +423,7 @@ def decode_image(data: bytes, max_pixels: int, max_output_pixels: int = DEFAULT_
     turn = orientation(im)  # from the header (a TIFF's tags are not carried over to a resized copy)
     target = output_size(w, h, max_output_pixels)
     try:
-        if target != (w, h) and im.format == "JPEG":
+        if target != (w, h) and im.format in ("JPEG", "MPO"):  # MPO: phones' JPEG with extra frames
             im.draft("RGB", target)  # the decoder scales by 1/2, 1/4 or 1/8, staying >= target
         im.load()  # decoding happens here: truncation and corrupt data show up now
         decoded = im.size
