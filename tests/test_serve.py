@@ -37,6 +37,7 @@ from mobileseg.config import ConfigError, load_config  # noqa: E402
 from mobileseg.deploy.runtimes import load_predictor  # noqa: E402
 from mobileseg.engine.predictor import Predictor  # noqa: E402
 from mobileseg.server import create_app, exposure_warning  # noqa: E402
+from mobileseg.upload import decode_image, output_size  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,7 +128,8 @@ def test_page_health_and_offline_docs(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
-    for element in ('id="file-input"', 'id="drop"', 'id="overlay"', 'id="mask"', 'id="legend"', 'id="download"'):
+    elements = ("file-input", "drop", "image", "mask", "legend", "download", "opacity", "example", "view-mask")
+    for element in (f'id="{e}"' for e in elements):
         assert element in page.text
     # No CDN, font or script from elsewhere: nothing in the page names another origin.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)
@@ -152,7 +154,11 @@ def test_model_route(client, predictor):
     assert info["imgsz"] == [64, 64] and info["weights"] == "best.pt" and info["backend"] == "torch"
     assert info["palette"] == [list(c) for c in predictor.palette[:2]]
     assert [c["name"] for c in info["classes"]] == info["names"]
-    assert info["max_upload_mb"] == 20 and info["max_pixels"] == 40_000_000
+    assert info["max_upload_mb"] == 20 and info["max_pixels"] == 25_000_000
+    assert (info["max_output_pixels"], info["max_concurrent"], info["max_queue"]) == (4_000_000, 2, 8)
+    # The legend: every class with the colour the overlay and the page draw it in.
+    legend = [(c["index"], c["name"], c["color"]) for c in info["classes"]]
+    assert legend == [(0, "background", list(predictor.palette[0])), (1, "pet", list(predictor.palette[1]))]
 
 
 def test_predict_json_png_and_raw_body(client, predictor):
@@ -211,6 +217,142 @@ def test_exif_orientation_is_applied(client):
     im.save(buf, format="JPEG", exif=exif)
     j = post_image(client, buf.getvalue(), "phone.jpg", "image/jpeg").json()
     assert (j["width"], j["height"]) == (30, 80) and decode_png(j["mask_png"]).size == (30, 80)
+
+
+def test_overlay_opacity(client):
+    """alpha=0 gives the image itself (the page's plain view); alpha=1 paints the class colour where predicted."""
+    data = image_bytes(40, 60, "PNG", seed=3)
+    plain = post_image(client, data, params={"overlay": "png", "alpha": 0}).json()
+    np.testing.assert_array_equal(np.asarray(decode_png(plain["overlay"])), np.asarray(Image.open(io.BytesIO(data))))
+    full = post_image(client, data, params={"overlay": "png", "alpha": 1}).json()
+    painted = np.asarray(decode_png(full["mask_png"])) > 0
+    assert 0 < painted.mean() < 1  # the tiny model paints part of the image, so both branches are checked
+    overlay = np.asarray(decode_png(full["overlay"]))
+    assert (overlay[painted] == full["classes"][1]["color"]).all()
+    np.testing.assert_array_equal(overlay[~painted], np.asarray(Image.open(io.BytesIO(data)))[~painted])
+    assert_error(post_image(client, data, params={"alpha": 2}), 422, "alpha")
+
+
+def test_example_photo(client, secured):
+    r = client.get("/example")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(r.content)) as im:
+        size = im.size
+    j = post_image(client, r.content, "example.jpg", "image/jpeg").json()
+    assert (j["width"], j["height"]) == size and j["scale"] == 1.0
+    assert secured.get("/example").status_code == 200  # open like the page: it is the page's own content
+
+
+# ------------------------------------------------------------------------------------------- large images
+def solid_jpeg(width: int, height: int, orientation: int = 1) -> bytes:
+    """A large JPEG in a few kB (one colour and a gradient band), optionally with an EXIF orientation."""
+    im = Image.new("RGB", (width, height), (200, 120, 40))
+    im.paste(Image.linear_gradient("L").resize((width, height // 4)).convert("RGB"), (0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=70, exif=exif)
+    return buf.getvalue()
+
+
+def test_large_images_are_decoded_at_reduced_size():
+    """Over max_output_pixels: a JPEG is decoded at 1/2..1/8 scale directly; a PNG is shrunk right after decoding."""
+    assert output_size(6000, 6000, 4_000_000) == (2000, 2000) and output_size(640, 480, 4_000_000) == (640, 480)
+    jpeg = decode_image(solid_jpeg(4000, 3000), max_pixels=25_000_000, max_output_pixels=500_000)
+    assert jpeg.decoded_size == (1000, 750)  # draft mode: the full 12 MP never existed in memory
+    assert jpeg.image.size == output_size(4000, 3000, 500_000) == (816, 612) and jpeg.image.mode == "RGB"
+    assert jpeg.original_size == (4000, 3000) and jpeg.scale == pytest.approx(816 / 4000)
+    turned = decode_image(solid_jpeg(4000, 3000, orientation=6), 25_000_000, 500_000)
+    assert turned.original_size == (3000, 4000) and turned.image.size == (612, 816)
+    png = decode_image(flat_png(3000, 2000), 25_000_000, 600_000)
+    assert png.decoded_size == (3000, 2000) and png.image.size == output_size(3000, 2000, 600_000) == (948, 632)
+    small = decode_image(flat_png(300, 200), 25_000_000, 600_000)
+    assert small.image.size == small.decoded_size == small.original_size == (300, 200) and small.scale == 1
+    # Palette, 16-bit grey and RGBA uploads are reduced too, and come out RGB (16-bit values scaled to 8 bits).
+    for im, pixel in ((Image.new("P", (1200, 900), 3), None), (Image.new("I;16", (1200, 900), 40000), (156,) * 3)):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        out = decode_image(buf.getvalue(), 25_000_000, 100_000).image
+        assert out.size == output_size(1200, 900, 100_000) and out.mode == "RGB"
+        assert pixel is None or out.getpixel((5, 5)) == pixel
+
+
+def test_large_image_answer_is_reduced_and_says_so(predictor):
+    with TestClient(create_app(predictor, max_output_pixels=600_000)) as client:
+        j = post_image(client, flat_png(3000, 2000)).json()
+        assert (j["width"], j["height"], j["original_width"], j["original_height"]) == (948, 632, 3000, 2000)
+        assert j["scale"] == pytest.approx(948 / 3000, abs=1e-6)
+        assert decode_png(j["mask_png"]).size == (948, 632)
+        with Image.open(io.BytesIO(base64.b64decode(j["overlay"]))) as overlay:
+            assert overlay.size == (948, 632)
+        r = post_image(client, flat_png(3000, 2000), params={"format": "png"})
+        assert r.headers["x-image-size"] == "948x632" and r.headers["x-original-size"] == "3000x2000"
+        assert decode_png(r.content).size == (948, 632)
+        small = post_image(client, flat_png(300, 200)).json()
+        assert (small["width"], small["original_width"], small["scale"]) == (300, 300, 1.0)
+
+
+def test_busy_server_answers_503(binary_ckpt, monkeypatch):
+    """One request working, one waiting: a third is refused at once with a JSON error and Retry-After."""
+    predictor = Predictor(binary_ckpt, threads=1)
+    entered, release = threading.Event(), threading.Event()
+    real = predictor.predict_image
+
+    def slow(image):
+        entered.set()
+        assert release.wait(60)
+        return real(image)
+
+    monkeypatch.setattr(predictor, "predict_image", slow)
+    app = create_app(predictor, max_concurrent=1, max_queue=1)
+    data = image_bytes(20, 30)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        assert client.get("/model").json()["max_queue"] == 1
+        first = pool.submit(post_image, client, data)
+        assert entered.wait(60)
+        second = pool.submit(post_image, client, data)
+        deadline = time.monotonic() + 60
+        while app.state.service.gate.admitted < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            busy = post_image(client, data)
+            assert_error(busy, 503, "busy", "max_concurrent=1", "max_queue=1")
+            assert 1 <= int(busy.headers["retry-after"]) <= 60
+            assert client.get("/health").status_code == 200  # only the work is limited
+        finally:
+            release.set()
+        assert first.result().status_code == 200 and second.result().status_code == 200
+        assert app.state.service.gate.admitted == 0
+        assert post_image(client, data).status_code == 200  # free again
+
+
+def test_large_uploads_take_at_most_half_the_places(binary_ckpt, monkeypatch):
+    """Large images (over max_output_pixels) have their own lane: while it is full, ordinary photos still get in."""
+    predictor = Predictor(binary_ckpt, threads=1)
+    entered, release = threading.Event(), threading.Event()
+    real = predictor.predict_image
+
+    def slow(image):
+        entered.set()
+        assert release.wait(60)
+        return real(image)
+
+    monkeypatch.setattr(predictor, "predict_image", slow)
+    app = create_app(predictor, max_output_pixels=100_000, max_concurrent=1, max_queue=1)  # 2 places, 1 large
+    large, small = flat_png(600, 400), image_bytes(20, 30)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post_image, client, large)
+        assert entered.wait(60)
+        try:
+            assert_error(post_image(client, large), 503, "busy", "large images")
+            ordinary = pool.submit(post_image, client, small)  # the other place, on the ordinary lane
+            deadline = time.monotonic() + 60
+            while app.state.service.gate.admitted < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            release.set()
+        assert (first.result().json()["original_width"], first.result().json()["width"]) == (600, 387)
+        assert ordinary.result().status_code == 200
 
 
 # --------------------------------------------------------------------------------------------- rejections
@@ -295,6 +437,10 @@ def test_serve_config_keys(monkeypatch):
     cfg = load_config(overrides=["host=0.0.0.0", "port=9001", "token=abc", "max_upload_mb=5", "max_pixels=1000"])
     assert (cfg.serve.host, cfg.serve.port, cfg.serve.token) == ("0.0.0.0", 9001, "abc")
     assert (cfg.serve.max_upload_mb, cfg.serve.max_pixels) == (5, 1000)
+    cfg = load_config(overrides=["max_output_pixels=1000000", "max_concurrent=3", "max_queue=0"])
+    assert (cfg.serve.max_output_pixels, cfg.serve.max_concurrent, cfg.serve.max_queue) == (1_000_000, 3, 0)
+    with pytest.raises(ConfigError, match="max_concurrent"):
+        load_config(overrides=["max_concurrent=0"])
     defaults = load_config().serve
     assert (defaults.host, defaults.port, defaults.token, defaults.max_upload_mb) == ("127.0.0.1", 8000, None, 20)
     assert load_config(overrides=["token="]).serve.token is None
@@ -320,7 +466,8 @@ def test_concurrent_requests_get_their_own_answers(predictor):
         assert (r.json()["height"], r.json()["width"]) == sizes[i]
         return np.asarray(decode_png(r.json()["mask_png"])) // 255
 
-    with TestClient(create_app(predictor)) as client, ThreadPoolExecutor(20) as pool:
+    # A queue for all of them: this test is about answers reaching the right client (admission is tested below).
+    with TestClient(create_app(predictor, max_queue=20)) as client, ThreadPoolExecutor(20) as pool:
         got = list(pool.map(ask, range(20)))
     for i, mask in enumerate(got):
         assert mask.shape == sizes[i]

@@ -1,10 +1,12 @@
 """The ``mobileseg serve`` page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 A real server (``python -m mobileseg serve ... token=...``, on 127.0.0.1 with a free port) serves a tiny random
-model; the test types the token into the page, uploads a pets photo with the file picker and another by drag and
-drop, and checks that the overlay and the mask appear at the upload's size and aspect ratio, the legend, the
-download link, an error for a non-image, that nothing is fetched from another origin, and that /docs renders
-offline. Screenshots go to the test's tmp folder; their paths are printed (``pytest -s`` shows them).
+model; the test types the token into the page, checks the legend is there before any upload, uploads a pets photo
+with the file picker and another by drag and drop, tries the bundled example, and checks that the image and the
+mask appear at the upload's size and aspect ratio, laid exactly over each other, the mask drawn in the legend's
+colours, the image / overlay / mask views and the opacity slider, the download link, an error for a non-image,
+that nothing is fetched from another origin, and that /docs renders offline. Screenshots go to the test's tmp
+folder; their paths are printed (``pytest -s`` shows them).
 
 Playwright cannot download its own browser here (no network), so the system Chromium is used
 (``apt-get install chromium``; ``.ci/run`` does it). The test skips, saying why, only when that browser is
@@ -76,12 +78,29 @@ def image_size(page: sync_api.Page, selector: str) -> dict[str, float]:
 def wait_for_mask(page: sync_api.Page, width: int, height: int) -> None:
     """Until both images have loaded the answer for an upload of ``width`` x ``height``."""
     page.wait_for_function(
-        """([w, h]) => ['#overlay', '#mask'].every(s => {
+        """([w, h]) => ['#image', '#mask'].every(s => {
              const img = document.querySelector(s);
              return img.complete && img.naturalWidth === w && img.naturalHeight === h;
            })""",
         arg=[width, height],
         timeout=60_000,
+    )
+
+
+def mask_colours(page: sync_api.Page) -> list[list[int]]:
+    """The distinct (R, G, B, A) values of the displayed mask image, read back through a canvas."""
+    return page.evaluate(
+        """() => {
+             const img = document.querySelector('#mask');
+             const canvas = document.createElement('canvas');
+             canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+             const ctx = canvas.getContext('2d');
+             ctx.drawImage(img, 0, 0);
+             const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+             const seen = new Set();
+             for (let i = 0; i < d.length; i += 4) seen.add([d[i], d[i + 1], d[i + 2], d[i + 3]].join(','));
+             return [...seen].map(s => s.split(',').map(Number));
+           }"""
     )
 
 
@@ -104,20 +123,42 @@ def test_page_end_to_end(browser, server, tmp_path):
     page.click("#token-save")
     page.wait_for_function("() => document.querySelector('#model-info').textContent.includes('best.pt')")
     assert "background, pet" in page.inner_text("#model-info")
+    # The legend is there before any upload: every class with its colour.
+    legend = page.locator("#legend tbody tr")
+    assert legend.count() == 2 and legend.nth(1).inner_text().startswith("pet")
+    swatches = page.eval_on_selector_all("#legend .swatch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    colours = [[int(v) for v in c[4:-1].split(",")] for c in swatches]  # "rgb(r, g, b)"
+    assert len(colours) == 2 and colours[0] != colours[1]
 
-    # Upload with the file picker: overlay and mask at the photo's own size, side by side.
+    # Upload with the file picker: the image and the mask at the photo's own size, the mask laid over the image.
     page.set_input_files("#file-input", str(images / LANDSCAPE))
     wait_for_mask(page, 256, 171)
-    for selector in ("#overlay", "#mask"):
+    for selector in ("#image", "#mask"):
         size = image_size(page, selector)
         assert (size["w"], size["h"]) == (256, 171)
         assert abs(size["cw"] / size["ch"] - 256 / 171) < 0.02, size  # displayed undistorted
-    overlay_box, mask_box = page.locator("#overlay").bounding_box(), page.locator("#mask").bounding_box()
-    assert overlay_box["x"] + overlay_box["width"] <= mask_box["x"] and abs(overlay_box["y"] - mask_box["y"]) < 2
-    legend = page.locator("#legend tbody tr")
-    assert legend.count() == 2
+    image_box, mask_box = page.locator("#image").bounding_box(), page.locator("#mask").bounding_box()
+    assert all(abs(image_box[k] - mask_box[k]) < 1 for k in ("x", "y", "width", "height")), (image_box, mask_box)
     rows = [legend.nth(i).inner_text() for i in range(2)]
     assert rows[0].startswith("background") and rows[1].startswith("pet") and all("%" in r for r in rows)
+
+    # Overlay view (the default): the classes in the legend's colours, the background see-through, at the
+    # slider's opacity; the mask view is opaque, the image view hides the mask.
+    assert page.is_checked("#view-overlay")
+    assert all(c[:3] == colours[1] and c[3] == 255 or c[3] == 0 for c in mask_colours(page)), mask_colours(page)
+    assert page.eval_on_selector("#mask", "e => getComputedStyle(e).opacity") == "0.5"
+    page.fill("#opacity", "80")
+    assert page.eval_on_selector("#mask", "e => getComputedStyle(e).opacity") == "0.8"
+    assert page.inner_text("#opacity-value") == "80 %"
+    page.click("label:has(#view-mask)")
+    page.wait_for_function("() => document.querySelector('#viewer').className === 'view-mask'")
+    page.wait_for_function("() => document.querySelector('#mask').complete")
+    opaque = mask_colours(page)
+    assert all(c[3] == 255 and c[:3] in colours for c in opaque), opaque
+    assert page.eval_on_selector("#mask", "e => getComputedStyle(e).opacity") == "1"
+    page.click("label:has(#view-image)")
+    assert page.eval_on_selector("#mask", "e => getComputedStyle(e).visibility") == "hidden"
+    page.click("label:has(#view-overlay)")
     assert page.inner_text("#image-size") == "256 × 171 px"
     assert page.inner_text("#timing").endswith("ms")
     download = page.locator("#download")
@@ -126,6 +167,11 @@ def test_page_end_to_end(browser, server, tmp_path):
     screenshot = tmp_path / "serve_page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     print(f"\nscreenshot of the page: {screenshot}")
+
+    # The bundled example, no file needed.
+    page.click("#example")
+    page.wait_for_function("() => document.querySelector('#file-name').textContent === 'Bengal_2.jpg'")
+    wait_for_mask(page, 256, 215)
 
     # Drag and drop a portrait photo: the mask follows the new aspect ratio.
     data = base64.b64encode((images / PORTRAIT).read_bytes()).decode()

@@ -244,7 +244,12 @@ class ServeConfig(_Section):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
     token: str | None = Field(None, description="bearer token the API requires; empty = $MOBILESEG_TOKEN, else no auth")
     max_upload_mb: float = Field(20.0, gt=0, description="largest accepted request body, in MB (413 above)")
-    max_pixels: int = Field(40_000_000, ge=1, description="largest accepted image, width x height (413 above)")
+    max_pixels: int = Field(25_000_000, ge=1, description="largest accepted image, width x height (413 above)")
+    max_output_pixels: int = Field(
+        4_000_000, ge=1, description="larger images are reduced to this many pixels on decoding; masks at that size"
+    )
+    max_concurrent: int = Field(2, ge=1, description="requests decoded/predicted/encoded at the same time")
+    max_queue: int = Field(8, ge=0, description="requests that may wait for a slot; more are answered 503")
 
     @field_validator("token", mode="before")
     @classmethod

@@ -2,16 +2,24 @@
 
 Routes (``create_app`` builds them; ``serve`` runs them with uvicorn):
 
-- ``GET /``: a self-contained page (inline CSS and vanilla JS, no CDN): drop or pick an image, see the overlay and
-  the mask side by side, the class legend with pixel shares, the inference time, and download the mask PNG.
+- ``GET /``: a self-contained page (inline CSS and vanilla JS, no CDN): drop or pick an image, or try the bundled
+  example; see the image, the overlay (opacity slider) or the mask in the class colours, the legend, the inference
+  time, and download the mask PNG.
 - ``POST /predict``: one image, as ``multipart/form-data`` (field ``file``) or as the raw body with an ``image/*``
-  Content-Type. Answers JSON (class shares, timing, image size, mask PNG and overlay as base64) or, with
-  ``Accept: image/png`` or ``?format=png``, the mask PNG itself at the image's original size.
-- ``GET /model``: class names, colours, input size, binary or not, and the server's limits.
+  Content-Type. Answers JSON (class shares, timing, sizes, mask PNG and overlay as base64) or, with
+  ``Accept: image/png`` or ``?format=png``, the mask PNG itself.
+- ``GET /model``: class names and colours (the legend), input size, binary or not, and the server's limits.
+- ``GET /example``: a bundled sample photo (JPEG), so the page can be tried without an image at hand.
 - ``GET /health``: liveness, and whether the API wants a token (so the page knows to ask for one).
-- ``GET /docs`` (Swagger UI), ``GET /redoc`` and ``GET /openapi.json``: the API reference. FastAPI's default
-  pages load their JavaScript from a CDN; these are served from the ``fastapi-offline`` package's bundled copies,
-  so the docs work on a machine without internet access.
+- ``GET /docs`` (Swagger UI), ``GET /redoc`` and ``GET /openapi.json``: the API reference, served from the
+  ``fastapi-offline`` package's bundled copies (FastAPI's default pages load a CDN), so they work offline.
+
+Output size: the mask and overlay have the image's size (after EXIF orientation) up to ``max_output_pixels``
+(4 MP by default); a larger image is reduced, aspect ratio kept, while it is decoded, and everything is answered at
+that reduced size. The JSON says so: ``width``/``height`` are the mask's size, ``original_width``/``original_height``
+the upload's, ``scale`` their ratio (1.0 when nothing was reduced); the PNG answer carries ``X-Image-Size`` and
+``X-Original-Size``. Why: the model sees ``imgsz`` only, so full-size masks of a 36 MP upload add nothing but
+gigabytes (a 35 KB 6000x6000 PNG took the server from 0.8 to 2.7 GB of memory when it was kept at full size).
 
 Safety, and why:
 
@@ -19,18 +27,22 @@ Safety, and why:
   On loopback the ``Host`` header must name loopback too, so a web page on another site cannot reach the server
   through DNS rebinding.
 - ``token=`` (or ``$MOBILESEG_TOKEN``): every API call (``/predict``, ``/model``) then needs
-  ``Authorization: Bearer <token>``; compared in constant time. The page, ``/health`` and the docs stay open: they
-  reveal nothing about the model, and the page must load to let the user type the token in.
-- Request bodies are capped (``max_upload_mb``) on Content-Length before reading and again while reading (a
-  chunked upload has no Content-Length): 413. Images are capped in pixels (``max_pixels``) from their header,
-  before any pixel is decoded, so a small file that claims a huge size (a decompression bomb) costs nothing: 413.
-- Only common raster formats are opened (JPEG, PNG, WebP, BMP, TIFF, GIF): Pillow's other plugins (EPS runs
-  Ghostscript, for one) are not for untrusted uploads. Non-images (415), truncated or corrupt files (422) and
-  malformed requests (400) get ``{"error": "..."}`` like every other error.
-- Uploads never touch the disk: the body is streamed into memory and multipart is parsed there by
-  python-multipart's streaming parser (Starlette's form parser would spool files over 1 MB to a temporary file).
-- Inference is serialised by the Predictor's lock; decoding and encoding run in worker threads, at most
-  ``max_jobs`` images at a time, so a burst of large uploads cannot hold many full-size images in memory at once.
+  ``Authorization: Bearer <token>``; compared in constant time. The page, the example, ``/health`` and the docs
+  stay open: they reveal nothing about the model, and the page must load to let the user type the token in.
+- Request bodies are capped (``max_upload_mb``) before and while reading (413); images are capped in pixels
+  (``max_pixels``) from their header, before any pixel is decoded (413); see :mod:`mobileseg.upload`.
+- Bounded work: at most ``max_concurrent + max_queue`` requests are admitted (counted on arrival, so waiting ones
+  hold only their upload's bytes); beyond that a request is answered at once, before its body is read, with 503
+  and a ``Retry-After`` estimate. The work runs on the server's own threads: ``max_concurrent`` for ordinary
+  images and a lane of ``max_concurrent // 2`` (at least 1) for images over ``max_output_pixels``, which may also
+  hold at most half of the admitted places, so a burst of huge uploads cannot shut ordinary photos out. Peak
+  memory is then about the baseline + the large lane x (one decode buffer of at most ``max_pixels``) + all
+  workers x (the work on ``max_output_pixels``) + the admitted uploads' bytes, whatever the traffic; freed decode
+  buffers are handed back to the OS (``malloc_trim``). ``benchmarks/serve_load.py`` measures it: 4 concurrent
+  6000x6000 PNGs with 20 photos, max_pixels=40 MP: peak 1.35 GB (5.1 GB before), photos' p95 0.8 s (38 s before).
+- Only common raster formats are opened (JPEG, PNG, WebP, BMP, TIFF, GIF). Non-images (415), truncated or corrupt
+  files (422) and malformed requests (400) get ``{"error": "..."}`` like every other error. Uploads never touch
+  the disk.
 
 Example:
     >>> from fastapi.testclient import TestClient  # doctest: +SKIP
@@ -44,23 +56,34 @@ import base64
 import hmac
 import io
 import ipaddress
+import math
 import os
 import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image
 
 from mobileseg._version import __version__
-from mobileseg.config import Config, ConfigError, resolve_config
-from mobileseg.data.loading import PIL_ERRORS, _to_rgb
+from mobileseg.config import Config, resolve_config
 from mobileseg.deploy.runtimes import load_predictor
 from mobileseg.engine.predictor import Predictor, warn
+from mobileseg.errors import ConfigError
+from mobileseg.upload import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    MB,
+    ApiError,
+    Gate,
+    decode_image,
+    header_pixels,
+    read_upload,
+    release_memory,
+)
 
 try:
     from fastapi import Depends, FastAPI, Query, Request
@@ -69,9 +92,6 @@ try:
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from fastapi_offline import FastAPIOffline
     from pydantic import BaseModel, Field
-    from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on the installed extras
@@ -79,53 +99,46 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
         f"mobileseg serve needs the 'serve' extra ({e.name} is missing): pip install 'mobileseg[serve]'"
     ) from e
 
-MB = 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000
-# Pillow formats accepted from uploads (the JPEG plugin also opens phones' multi-picture MPO files).
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+# 25 MP: a 24 MP camera photo passes; the decode buffer of a PNG (decoded whole before it is reduced) stays ~100 MB.
+DEFAULT_MAX_PIXELS = 25_000_000
+TRIM_PIXELS = 2_000_000  # after decoding more pixels than this, freed memory is handed back to the OS
+EXAMPLE = "assets/pets_sample/images/Bengal_2.jpg"  # the photo GET /example serves (package data)
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-MAX_PARTS = 16  # a form with more parts than this is not an upload from the page, curl or a script
 # The page may only talk to its own server: this makes the "no external resources" promise enforced by the browser.
 PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-
 # auto_error=False: a missing header is answered by check_token, as {"error": ...} like every other error.
 BEARER = HTTPBearer(auto_error=False, description="the server's token (token= / $MOBILESEG_TOKEN)")
-
-
-class ApiError(Exception):
-    """An error the client caused (or may retry), answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 # ------------------------------------------------------------------------------------------------ schemas
 class ClassShare(BaseModel):
     index: int = Field(description="value of the class in the mask (binary masks store 0/255 in the PNG)")
     name: str
-    color: tuple[int, int, int] = Field(description="RGB colour in the overlay and in multi-class mask PNGs")
+    color: tuple[int, int, int] = Field(description="RGB colour in the overlay, the page and multi-class mask PNGs")
     share: float = Field(description="fraction of the image's pixels predicted as this class")
 
 
 class Timing(BaseModel):
-    decode_s: float = Field(description="reading and decoding the upload")
-    inference_s: float = Field(description="the Predictor: resize, forward pass, upsampling to full size")
+    decode_s: float = Field(description="decoding the upload (and reducing it to max_output_pixels)")
+    inference_s: float = Field(description="the Predictor: resize, forward pass, upsampling to the output size")
     encode_s: float = Field(description="encoding the mask PNG and the overlay")
     total_s: float = Field(description="the whole request on the server, including waiting for a free slot")
 
 
 class PredictResponse(BaseModel):
-    width: int = Field(description="image width after EXIF orientation (the mask has the same size)")
+    width: int = Field(description="mask width: the image's, after EXIF orientation, reduced to max_output_pixels")
     height: int
+    original_width: int = Field(description="width of the upload after EXIF orientation")
+    original_height: int
+    scale: float = Field(description="width / original_width: 1.0 unless the image was over max_output_pixels")
     classes: list[ClassShare]
     timing: Timing
     mask_png: str = Field(description="base64 PNG: binary 0/255 grey, multi-class palette indices")
-    overlay: str | None = Field(description="base64 image of the class colours blended over the upload")
+    overlay: str | None = Field(description="base64 image of the class colours blended over the image (alpha)")
     overlay_type: str | None = Field(description="media type of the overlay (image/jpeg or image/png)")
 
 
@@ -133,7 +146,7 @@ class ModelResponse(BaseModel):
     weights: str = Field(description="file name of the served model")
     backend: str
     names: list[str]
-    classes: list[ClassShare] = Field(description="every class with its colour (share 0)")
+    classes: list[ClassShare] = Field(description="the legend: every class with its colour (share 0)")
     imgsz: tuple[int, int] = Field(description="model input size (H, W); images of any size are accepted")
     binary: bool
     palette: list[tuple[int, int, int]]
@@ -141,6 +154,9 @@ class ModelResponse(BaseModel):
     tta: bool
     max_upload_mb: float
     max_pixels: int
+    max_output_pixels: int = Field(description="larger images are answered at a reduced size")
+    max_concurrent: int = Field(description="requests processed at the same time")
+    max_queue: int = Field(description="requests that may wait for a slot; more are answered 503")
 
 
 class HealthResponse(BaseModel):
@@ -161,168 +177,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body over max_upload_mb, or image over max_pixels",
         415: "not an image, or not a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF)",
         422: "truncated or corrupt image, or invalid query parameters",
+        503: "busy: max_concurrent requests running and max_queue waiting; retry after Retry-After seconds",
     }.items()
 }
 
 
-# ---------------------------------------------------------------------------------------------- uploads
-@dataclass
-class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
-    data: bytearray = field(default_factory=bytearray)
-    complete: bool = False
-
-    def disposition(self) -> dict[bytes, bytes]:
-        return parse_options_header(self.headers.get("content-disposition", ""))[1]
-
-    @property
-    def name(self) -> str:
-        return self.disposition().get(b"name", b"").decode("utf-8", "replace")
-
-    @property
-    def filename(self) -> str | None:
-        value = self.disposition().get(b"filename")
-        return None if value is None else value.decode("utf-8", "replace")
-
-
-class MemoryForm:
-    """A ``multipart/form-data`` body parsed into memory as it streams in.
-
-    python-multipart's low-level parser hands over each part's bytes through callbacks; keeping them in a
-    bytearray (instead of its ``FormParser``/Starlette's ``UploadFile``, which spool large files to temporary
-    files) means an upload never reaches the disk. The body size cap is enforced by the caller.
-    """
-
-    def __init__(self, boundary: bytes) -> None:
-        self.parts: list[_Part] = []
-        self.ended = False
-        self._field, self._value = bytearray(), bytearray()
-        callbacks: dict[str, Callable[..., None]] = {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
-            "on_header_end": self._header_end,
-            "on_part_data": lambda data, start, end: self.parts[-1].data.extend(data[start:end]),
-            "on_part_end": self._part_end,
-            "on_end": self._end,
-        }
-        try:
-            self.parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-        except (ValueError, MultipartParseError) as e:
-            raise ApiError(400, f"malformed multipart boundary: {e}") from None
-
-    def _part_begin(self) -> None:
-        if len(self.parts) >= MAX_PARTS:
-            raise ApiError(400, f"too many form fields (more than {MAX_PARTS}); send the image as the 'file' field")
-        self.parts.append(_Part())
-
-    def _header_end(self) -> None:
-        self.parts[-1].headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
-        self._field.clear()
-        self._value.clear()
-
-    def _part_end(self) -> None:
-        self.parts[-1].complete = True
-
-    def _end(self) -> None:
-        self.ended = True
-
-    def write(self, chunk: bytes) -> None:
-        try:
-            self.parser.write(chunk)
-        except MultipartParseError as e:
-            raise ApiError(400, f"malformed multipart body: {e}") from None
-
-    def image(self) -> bytes:
-        """The uploaded file: the field named ``file`` (or ``image``), else the only part with a file name."""
-        if not self.ended:
-            raise ApiError(400, "incomplete multipart body (the upload was cut off?)")
-        parts = [p for p in self.parts if p.complete]
-        named = [p for p in parts if p.name in ("file", "image")]
-        files = [p for p in parts if p.filename is not None]
-        chosen = named[0] if named else files[0] if len(files) == 1 else None
-        if chosen is None:
-            raise ApiError(400, "no image in the form: send the image file as the field 'file'")
-        return bytes(chosen.data)
-
-
-async def _body_chunks(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body, chunk by chunk, refusing it (413) as soon as it is known to exceed ``limit`` bytes.
-
-    Content-Length is checked first so an honest oversized upload is refused before a byte is read; the running
-    count catches chunked uploads and bodies longer than they claimed.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise ApiError(400, f"invalid Content-Length: {declared!r}") from None
-        if size > limit:
-            raise ApiError(413, f"request body is {size / MB:.1f} MB; the limit is {limit / MB:.3g} MB (max_upload_mb)")
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise ApiError(413, f"request body is over the limit of {limit / MB:.3g} MB (max_upload_mb)")
-        if chunk:
-            yield chunk
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The uploaded image's bytes, from a multipart form or a raw ``image/*`` body, held in memory only."""
-    ctype, options = parse_options_header(request.headers.get("content-type"))
-    if ctype == b"multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise ApiError(400, "multipart/form-data without a boundary")
-        form = MemoryForm(boundary)
-        async for chunk in _body_chunks(request, limit):
-            form.write(chunk)
-        return form.image()
-    if ctype and not (ctype.startswith(b"image/") or ctype == b"application/octet-stream"):
-        raise ApiError(
-            415,
-            f"cannot read an image from a {ctype.decode('latin-1')} body: send multipart/form-data with the image "
-            "as the field 'file', or the raw image with an image/* Content-Type",
-        )
-    body = bytearray()
-    async for chunk in _body_chunks(request, limit):
-        body.extend(chunk)
-    return bytes(body)
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Bytes -> upright RGB image, refusing non-images, unsupported formats, bombs and truncated files.
-
-    The pixel count is checked on the header (``Image.open`` is lazy) before anything is decoded.
-    """
-    if not data:
-        raise ApiError(400, "the upload is empty")
-    try:
-        im = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, f"image refused as a decompression bomb: {e}") from None
-    except UnidentifiedImageError:
-        raise ApiError(415, "not an image, or not a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
-    except PIL_ERRORS as e:
-        raise ApiError(422, f"cannot read the image: {e}") from None
-    w, h = im.size
-    if w * h > max_pixels:
-        raise ApiError(
-            413, f"image is {w}x{h} ({w * h / 1e6:.1f} MP); the limit is {max_pixels / 1e6:g} MP (max_pixels)"
-        )
-    if w < 1 or h < 1:
-        raise ApiError(422, f"image has no pixels ({w}x{h})")
-    try:
-        im.load()  # decoding happens here: truncation and corrupt data show up now
-        return _to_rgb(ImageOps.exif_transpose(im))
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, f"image refused as a decompression bomb: {e}") from None
-    except PIL_ERRORS as e:
-        raise ApiError(422, f"the image is truncated or corrupt: {e}") from None
-
-
+# ----------------------------------------------------------------------------------------------- the work
 def _encode(image: Image.Image, kind: Literal["png", "jpeg"]) -> bytes:
     buf = io.BytesIO()
     if kind == "png":
@@ -332,6 +192,72 @@ def _encode(image: Image.Image, kind: Literal["png", "jpeg"]) -> bytes:
     return buf.getvalue()
 
 
+@dataclass
+class Service:
+    """One model behind the routes: the predictor, its legend colours and the server's limits."""
+
+    predictor: Predictor
+    max_upload_mb: float
+    max_pixels: int
+    max_output_pixels: int
+    gate: Gate
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        return [tuple(int(v) for v in c) for c in self.predictor.palette[: len(self.predictor.names)]]  # type: ignore[misc]
+
+    def legend(self, shares: dict[str, float] | None = None) -> list[ClassShare]:
+        colors, shares = self.colors, shares or {}
+        return [
+            ClassShare(index=i, name=n, color=colors[i], share=shares.get(n, 0.0))
+            for i, n in enumerate(self.predictor.names)
+        ]
+
+    def overlay(self, image: Image.Image, mask: np.ndarray, alpha: float) -> Image.Image:
+        """Class colours blended over ``image`` where the class is not the background; uint8 throughout.
+
+        (Pillow's blend/composite instead of float arrays: a quarter of the memory of ``Predictor.overlay_image``.)
+        """
+        if alpha <= 0:
+            return image
+        if self.predictor.binary:
+            colours = Image.new("RGB", image.size, self.colors[1])
+        else:
+            colours = self.predictor.mask_image(mask).convert("RGB")
+        painted = Image.fromarray((mask != 0).astype(np.uint8) * 255)
+        return Image.composite(Image.blend(image, colours, alpha), image, painted)
+
+    def run(self, data: bytes, overlay: str, alpha: float, started: float) -> tuple[PredictResponse, bytes]:
+        """Decode, predict, encode: CPU work, run on one of the gate's worker threads."""
+        t0 = time.perf_counter()
+        decoded = decode_image(data, self.max_pixels, self.max_output_pixels)
+        t1 = time.perf_counter()
+        result = self.predictor.predict_image(decoded.image)
+        t2 = time.perf_counter()
+        mask_png = _encode(self.predictor.mask_image(result.mask), "png")
+        over = None
+        if overlay != "none":
+            over = _encode(self.overlay(decoded.image, result.mask, alpha), overlay)  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        if math.prod(decoded.decoded_size) > TRIM_PIXELS:
+            release_memory()  # a large decode buffer was freed: hand it back rather than keep the peak
+        (ow, oh), b64 = decoded.original_size, base64.b64encode
+        response = PredictResponse(
+            width=result.width,
+            height=result.height,
+            original_width=ow,
+            original_height=oh,
+            scale=round(result.width / ow, 6),
+            classes=self.legend(result.shares),
+            timing=Timing(decode_s=t1 - t0, inference_s=result.seconds, encode_s=t3 - t2, total_s=t3 - started),
+            mask_png=b64(mask_png).decode("ascii"),
+            overlay=None if over is None else b64(over).decode("ascii"),
+            overlay_type=None if over is None else f"image/{overlay}",
+        )
+        return response, mask_png
+
+
+# ------------------------------------------------------------------------------------------------- helpers
 def _wants_png(accept: str) -> bool:
     """Whether ``Accept`` prefers ``image/png`` over JSON (ties, ``*/*`` and no header mean JSON)."""
     prefs: dict[str, float] = {}
@@ -396,53 +322,8 @@ def _page() -> str:
     return resources.files("mobileseg").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(
-    predictor_or_weights: Predictor | str | Path,
-    token: str | None = None,
-    max_upload_mb: float = 20.0,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_jobs: int = 2,
-    allowed_hosts: list[str] | None = None,
-) -> FastAPI:
-    """The FastAPI application: page, API and offline docs for one model.
-
-    Args:
-        predictor_or_weights: a loaded :class:`Predictor` (shared, thread-safe) or a model file to load.
-        token: bearer token required by ``/predict`` and ``/model``; ``None`` or empty = no auth.
-        max_upload_mb: largest request body accepted (413 above).
-        max_pixels: largest image accepted, width x height (413 above), checked before decoding.
-        max_jobs: images decoded/predicted/encoded at the same time; the others wait (bounds peak memory).
-        allowed_hosts: accepted ``Host`` header names (``None`` = any); ``serve`` sets loopback names on loopback.
-    """
-    predictor = (
-        predictor_or_weights if isinstance(predictor_or_weights, Predictor) else load_predictor(predictor_or_weights)
-    )
-    token = token or None
-    limit = int(max_upload_mb * MB)
-    slots = threading.BoundedSemaphore(max(1, max_jobs))
-    page = _page()
-    colors = [tuple(int(v) for v in c) for c in predictor.palette[: len(predictor.names)]]
-
-    app = FastAPIOffline(
-        title="mobileseg",
-        version=__version__,
-        description=(
-            f"Semantic segmentation with `{predictor.weights.name}`. POST an image to `/predict`. "
-            + ("`/predict` and `/model` need `Authorization: Bearer <token>`." if token else "No token is set.")
-        ),
-    )
-
-    def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        """Constant-time comparison, so response timing does not leak how much of a guess was right."""
-        if token is None:
-            return
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
-            raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'", challenge)
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise ApiError(401, "wrong token", challenge)
-
-    api_deps = [Depends(check_token)] if token else []
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, as ``{"error": message}``."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -457,6 +338,27 @@ def create_app(
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": f"invalid request: {detail}"}, status_code=422)
 
+
+def _token_dependency(token: str | None) -> list[Any]:
+    """The dependency list for API routes: none without a token, else a constant-time bearer check."""
+    if token is None:
+        return []
+
+    def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if credentials is None:
+            raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'", challenge)
+        # Constant time, so response timing does not leak how much of a guess was right.
+        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise ApiError(401, "wrong token", challenge)
+
+    return [Depends(check_token)]
+
+
+def _add_open_routes(app: FastAPI, auth_required: bool) -> None:
+    """The page, the example photo and /health: open even with a token (they tell nothing about the model)."""
+    page = _page()
+
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
         headers = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"}
@@ -465,77 +367,69 @@ def create_app(
     @app.get("/health", response_model=HealthResponse, tags=["server"])
     def health() -> HealthResponse:
         """Liveness. Open even with a token: it tells nothing about the model, and tells the page to ask for one."""
-        return HealthResponse(status="ok", version=__version__, auth_required=token is not None)
+        return HealthResponse(status="ok", version=__version__, auth_required=auth_required)
 
     @app.get(
-        "/model", response_model=ModelResponse, dependencies=api_deps, responses={401: ERRORS[401]}, tags=["model"]
+        "/example",
+        tags=["server"],
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse, "description": "none bundled"}},
     )
+    def example() -> Response:
+        """A sample photo bundled with mobileseg, to try the page (or the API) without an image at hand."""
+        photo = resources.files("mobileseg").joinpath(EXAMPLE)
+        if not photo.is_file():
+            raise ApiError(404, "this installation has no bundled example photo")
+        name = EXAMPLE.rsplit("/", 1)[-1]
+        headers = {"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "max-age=3600"}
+        return Response(photo.read_bytes(), media_type="image/jpeg", headers=headers)
+
+
+def _add_model_route(app: FastAPI, service: Service, deps: list[Any]) -> None:
+    @app.get("/model", response_model=ModelResponse, dependencies=deps, responses={401: ERRORS[401]}, tags=["model"])
     def model() -> ModelResponse:
-        """What the model predicts: classes and colours, input size, and the server's upload limits."""
+        """What the model predicts: the legend (classes and colours), input size, and the server's limits."""
+        p = service.predictor
         return ModelResponse(
-            weights=predictor.weights.name,
-            backend=predictor.kind,
-            names=list(predictor.names),
-            classes=[ClassShare(index=i, name=n, color=colors[i], share=0.0) for i, n in enumerate(predictor.names)],
-            imgsz=predictor.imgsz,
-            binary=predictor.binary,
-            palette=colors,
-            conf=predictor.conf,
-            tta=predictor.tta,
-            max_upload_mb=max_upload_mb,
-            max_pixels=max_pixels,
+            weights=p.weights.name,
+            backend=p.kind,
+            names=list(p.names),
+            classes=service.legend(),
+            imgsz=p.imgsz,
+            binary=p.binary,
+            palette=service.colors,
+            conf=p.conf,
+            tta=p.tta,
+            max_upload_mb=service.max_upload_mb,
+            max_pixels=service.max_pixels,
+            max_output_pixels=service.max_output_pixels,
+            max_concurrent=service.gate.concurrent,
+            max_queue=service.gate.queue,
         )
 
-    def run(data: bytes, overlay: str, started: float) -> tuple[PredictResponse, bytes]:
-        """Decode, predict, encode: CPU work, run in a worker thread at most ``max_jobs`` at a time."""
-        with slots:
-            t0 = time.perf_counter()
-            image = decode_image(data, max_pixels)
-            t1 = time.perf_counter()
-            result = predictor.predict_image(image)
-            t2 = time.perf_counter()
-            mask_png = _encode(predictor.mask_image(result.mask), "png")
-            over = None if overlay == "none" else _encode(predictor.overlay_image(image, result.mask), overlay)  # type: ignore[arg-type]
-            t3 = time.perf_counter()
-        classes = [
-            ClassShare(index=i, name=n, color=colors[i], share=result.shares.get(n, 0.0))
-            for i, n in enumerate(predictor.names)
-        ]
-        response = PredictResponse(
-            width=result.width,
-            height=result.height,
-            classes=classes,
-            timing=Timing(decode_s=t1 - t0, inference_s=result.seconds, encode_s=t3 - t2, total_s=t3 - started),
-            mask_png=base64.b64encode(mask_png).decode("ascii"),
-            overlay=None if over is None else base64.b64encode(over).decode("ascii"),
-            overlay_type=None if over is None else f"image/{overlay}",
-        )
-        return response, mask_png
 
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def _add_predict_route(app: FastAPI, service: Service, deps: list[Any]) -> None:
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        dependencies=api_deps,
+        dependencies=deps,
         tags=["model"],
-        responses={
-            200: {"content": {"image/png": {}}, "description": "JSON, or the mask PNG with Accept: image/png"},
-            **ERRORS,
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    "image/*": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
+        responses={200: {"content": {"image/png": {}}, "description": "JSON, or the mask PNG"}, **ERRORS},
+        openapi_extra={"requestBody": PREDICT_BODY},
     )
     async def predict(
         request: Request,
@@ -543,28 +437,78 @@ def create_app(
             None, alias="format", description="response format; default: JSON unless Accept prefers image/png"
         ),
         overlay: Literal["jpeg", "png", "none"] = Query("jpeg", description="overlay encoding in the JSON"),
+        alpha: float = Query(0.5, ge=0, le=1, description="opacity of the class colours (0: the image itself)"),
     ) -> Any:
-        """Segment one image at its original size.
+        """Segment one image at its own size, or reduced to `max_output_pixels` if larger (see `scale`).
 
-        Send it as multipart/form-data (field `file`) or as the raw body with an image/* Content-Type. The
-        mask PNG has the image's size (after EXIF orientation): binary models 0/255 grey, multi-class models
-        class indices with the palette.
+        Send it as multipart/form-data (field `file`) or as the raw body with an image/* Content-Type. The mask
+        PNG has the size `width` x `height`: binary models 0/255 grey, multi-class models class indices with the
+        palette. Busy (max_concurrent working, max_queue waiting): 503 with Retry-After.
         """
         started = time.perf_counter()
-        data = await read_upload(request, limit)
-        as_png = fmt == "png" or (fmt is None and _wants_png(request.headers.get("accept", "")))
-        result, mask_png = await run_in_threadpool(run, data, "none" if as_png else overlay, started)
+        with service.gate.admit():
+            data = await read_upload(request, int(service.max_upload_mb * MB))
+            as_png = fmt == "png" or (fmt is None and _wants_png(request.headers.get("accept", "")))
+            large = header_pixels(data) > service.max_output_pixels
+            with service.gate.admit(large=True) if large else nullcontext():
+                kind = "none" if as_png else overlay
+                result, mask_png = await service.gate.run(service.run, data, kind, alpha, started, large=large)
         if as_png:
             headers = {
                 "X-Image-Size": f"{result.width}x{result.height}",
+                "X-Original-Size": f"{result.original_width}x{result.original_height}",
                 "X-Inference-Seconds": f"{result.timing.inference_s:.4f}",
             }
             return Response(mask_png, media_type="image/png", headers=headers)
         return result
 
+
+def create_app(
+    predictor_or_weights: Predictor | str | Path,
+    token: str | None = None,
+    max_upload_mb: float = 20.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    max_concurrent: int = 2,
+    max_queue: int = 8,
+    allowed_hosts: list[str] | None = None,
+) -> FastAPI:
+    """The FastAPI application: page, API and offline docs for one model.
+
+    Args:
+        predictor_or_weights: a loaded :class:`Predictor` (shared, thread-safe) or a model file to load.
+        token: bearer token required by ``/predict`` and ``/model``; ``None`` or empty = no auth.
+        max_upload_mb: largest request body accepted (413 above).
+        max_pixels: largest image accepted, width x height (413 above), checked before decoding.
+        max_output_pixels: larger images are reduced to this many pixels while decoded; masks come at that size.
+        max_concurrent: requests decoded/predicted/encoded at the same time (bounds peak memory).
+        max_queue: requests that may wait for a slot; more are answered 503 with Retry-After.
+        allowed_hosts: accepted ``Host`` header names (``None`` = any); ``serve`` sets loopback names on loopback.
+
+    Example:
+        >>> app = create_app("best.pt", max_concurrent=1, max_queue=4)  # doctest: +SKIP
+    """
+    predictor = (
+        predictor_or_weights if isinstance(predictor_or_weights, Predictor) else load_predictor(predictor_or_weights)
+    )
+    token = token or None
+    service = Service(predictor, max_upload_mb, max_pixels, max_output_pixels, Gate(max_concurrent, max_queue))
+    app = FastAPIOffline(
+        title="mobileseg",
+        version=__version__,
+        description=(
+            f"Semantic segmentation with `{predictor.weights.name}`. POST an image to `/predict`. "
+            + ("`/predict` and `/model` need `Authorization: Bearer <token>`." if token else "No token is set.")
+        ),
+    )
+    _add_error_handlers(app)
+    _add_open_routes(app, token is not None)
+    deps = _token_dependency(token)
+    _add_model_route(app, service, deps)
+    _add_predict_route(app, service, deps)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=list(allowed_hosts))
-    app.state.predictor = predictor
+    app.state.predictor, app.state.service = predictor, service
     return app
 
 
@@ -605,7 +549,16 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     if message:
         warn(message)
     allowed = list(LOOPBACK_NAMES) if _is_loopback(sc.host) else None
-    app = create_app(predictor, token, sc.max_upload_mb, sc.max_pixels, allowed_hosts=allowed)
+    app = create_app(
+        predictor,
+        token,
+        sc.max_upload_mb,
+        sc.max_pixels,
+        sc.max_output_pixels,
+        sc.max_concurrent,
+        sc.max_queue,
+        allowed_hosts=allowed,
+    )
     sock = bind_socket(sc.host, sc.port)
     port = sock.getsockname()[1]
     shown = f"[{sc.host.strip('[]')}]" if ":" in sc.host else sc.host
@@ -628,4 +581,4 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
         sock.close()
 
 
-__all__ = ["ApiError", "MemoryForm", "create_app", "decode_image", "exposure_warning", "serve"]
+__all__ = ["ApiError", "create_app", "exposure_warning", "serve"]

@@ -61,9 +61,6 @@ def mode_to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-_to_rgb = mode_to_rgb  # the old private name (server.py imports it); new code calls to_rgb
-
-
 def array_to_image(arr: np.ndarray) -> Image.Image:
     """An image array as a PIL image of 8-bit values (grey, grey+alpha, RGB or RGBA).
 
