@@ -129,6 +129,12 @@ class RuntimeConfig(_Section):
     weights: str | None = Field(None, description="checkpoint (.pt) or ONNX model to evaluate/predict/export")
     split: str = Field("val", description="split evaluated by 'val' / 'test'")
     verbose: bool = True
+    tensorboard: bool = Field(
+        False, description="log metrics, plots and config to TensorBoard (event files in the run folder)"
+    )
+    mlflow: bool = Field(
+        False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside the project folder"
+    )
 
 
 class PredictConfig(_Section):
