@@ -142,7 +142,10 @@ def test_torchscript_export_loads_and_matches(exported, tmp_path):
         ref = Segmenter.from_checkpoint(ckpt)(x)
         assert (loaded(x) - ref).abs().max() < 1e-4
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 90, 3), dtype=np.uint8))
-    a, b = load_predictor(ckpt, threads=1).predict_image(image), load_predictor(result.path, threads=1).predict_image(image)
+    a, b = (
+        load_predictor(ckpt, threads=1).predict_image(image),
+        load_predictor(result.path, threads=1).predict_image(image),
+    )
     assert b.names == ["background", "shape"] and (a.mask != b.mask).mean() < 1e-3
 
 

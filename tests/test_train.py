@@ -20,9 +20,9 @@ from PIL import Image
 
 import mobileseg
 from mobileseg.data import DataError
-from mobileseg.models.checkpoint import load_checkpoint
 from mobileseg.errors import NonFiniteLossError
 from mobileseg.models import Segmenter
+from mobileseg.models.checkpoint import load_checkpoint
 
 
 def read_results(run: Path) -> list[dict[str, str]]:

@@ -211,6 +211,12 @@ class RuntimeConfig(_Section):
     weights: str | None = Field(None, description="checkpoint (.pt) or ONNX model to evaluate/predict/export")
     split: str = Field("val", description="split evaluated by 'val' / 'test'")
     verbose: bool = Field(True, description="print progress and results")
+    tensorboard: bool = Field(
+        False, description="log metrics, plots and config to TensorBoard (event files in the run folder)"
+    )
+    mlflow: bool = Field(
+        False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside the project folder"
+    )
 
 
 class PredictConfig(_Section):
@@ -226,7 +232,9 @@ class PredictConfig(_Section):
 class ExportConfig(_Section):
     """``mobileseg export`` (``opset``/``calib_images`` also apply to ``benchmark``'s temporary exports)."""
 
-    format: Literal["onnx", "torchscript"] = Field("onnx", description="onnx or torchscript")
+    format: Literal["onnx", "torchscript", "safetensors"] = Field(
+        "onnx", description="onnx, torchscript, or safetensors (a Hub-style folder: config.json + weights + card)"
+    )
     int8: bool = Field(False, description="static int8 quantization (ONNX Runtime)")
     opset: int = Field(17, description="ONNX opset version")
     calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
@@ -455,7 +463,7 @@ _RUN_FOLDER = ("runtime.project", "runtime.name", "runtime.exist_ok")
 _DATA_LOCATION = ("data.dataset", "data.preset")
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
-              "runtime.verbose"),
+              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
             *_RUN_FOLDER, "runtime.verbose"),

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mobileseg.config import Config, resolve_config
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import setup_threads
 from mobileseg.errors import ConfigError, ExportError
+from mobileseg.models import Segmenter
 from mobileseg.models.model_file import ModelInfo, load_model
 
 from .int8 import Int8Report, export_int8
@@ -37,7 +40,7 @@ from .runtimes import EXPORTED_SUFFIXES, TORCHSCRIPT_SUFFIXES, quiet
 from .samples import noise_images, open_dataset, source_images, split_images
 from .torchscript import export_torchscript
 
-EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript", "safetensors": ""}
 
 
 @dataclass
@@ -66,14 +69,37 @@ class ExportResult:
 
 
 def default_output(weights: Path, fmt: str, out: str | None) -> Path:
-    """``best.pt`` -> ``best.onnx`` beside it; ``out=`` may name a file (with the suffix) or a folder."""
+    """``best.pt`` -> ``best.onnx`` beside it (``best/`` for a safetensors folder); ``out=`` may name a file (with
+    the suffix) or a folder."""
     suffix = EXPORT_SUFFIX[fmt]
+    if fmt == "safetensors":
+        return Path(out) if out else weights.with_suffix("")
     if out:
         target = Path(out)
         if target.suffix.lower() in (suffix, *TORCHSCRIPT_SUFFIXES) and not target.is_dir():
             return target
         return target / f"{weights.stem}{suffix}"
     return weights.with_suffix(suffix)
+
+
+def export_pretrained(
+    model: Segmenter, info: ModelInfo, ckpt: dict[str, Any], weights: Path, folder: Path, log: Any
+) -> ExportResult:
+    """``format=safetensors``: the Hub-style folder of :meth:`Segmenter.save_pretrained`, checked by reloading it
+    (the outputs must be bit-identical: the same weights, read without pickle)."""
+    metrics = {k.removeprefix("val/"): float(v) for k, v in (ckpt.get("metrics") or {}).items()}
+    run = weights.resolve().parent.parent  # runs/train/<name>/weights/best.pt -> the run's pictures
+    images = [p for p in (run / "val_predictions.png", run / "results.png") if p.is_file()]
+    meta = {"names": info.names, "imgsz": list(info.imgsz), "palette": info.palette, "ignore_index": info.ignore_index}
+    model.save_pretrained(folder, info=meta, metrics=metrics, images=images)
+    x = torch.rand(2, 3, *info.imgsz, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        same = bool(torch.equal(model(x), Segmenter.from_pretrained(folder)(x)))
+    parity = ParityReport(0.0 if same else float("inf"), 0.0 if same else 1.0, same, 2, 0.0, 0.0)
+    if not same:
+        raise ExportError(f"{folder}: the saved folder does not reload to the same model")
+    log(f"export: {weights} -> {folder}/ (config.json, model.safetensors, README.md); reloads bit-identical")
+    return ExportResult(folder, "safetensors", parity, info, "2 random images (bit-identical reload)")
 
 
 def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -> ExportResult:
@@ -96,6 +122,8 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
     threads = setup_threads(rt.threads)
     model, info, ckpt = load_model(weights)
     path = default_output(weights, ec.format, cfg.predict.out)
+    if ec.format == "safetensors":
+        return export_pretrained(model, info, ckpt, weights, path, log)
     spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
     n = max(2, cfg.train.batch)
     parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)

@@ -28,6 +28,7 @@ import torch
 from mobileseg.config import default_threads
 from mobileseg.engine.predictor import Predictor
 from mobileseg.errors import MissingFileError, WeightsError
+from mobileseg.models.hub import is_pretrained_dir
 from mobileseg.models.model_file import ModelInfo, load_model
 
 TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts", ".jit")
@@ -129,7 +130,7 @@ def load_torchscript(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]
 def open_model(
     weights: str | Path, device: torch.device | str = "cpu", threads: int | None = None
 ) -> tuple[Backend, ModelInfo, dict[str, Any]]:
-    """Open a model file: a mobileseg checkpoint (``.pt``/``.pth``), an ONNX or a TorchScript export.
+    """Open a model: a checkpoint (``.pt``/``.pth``), a ``save_pretrained`` folder, an ONNX or TorchScript export.
 
     Returns ``(backend, info, checkpoint dict)``; the dict is empty for exported files (they carry no dataset or
     training state), and the checkpoint is read once.
@@ -139,7 +140,7 @@ def open_model(
         WeightsError: unreadable, corrupt, or without mobileseg metadata.
     """
     path = Path(weights).expanduser()
-    if not path.is_file():
+    if not path.is_file() and not is_pretrained_dir(path):
         raise MissingFileError(f"model file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".onnx":

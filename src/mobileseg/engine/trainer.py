@@ -30,6 +30,7 @@ from mobileseg.config import Config, resolve_config
 from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
 from mobileseg.engine.callbacks import Callback, RunFiles, call_all, summary_lines
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics, palette_for
+from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
@@ -448,4 +449,5 @@ def train(
         PosixPath('runs/train/exp/weights/best.pt')
     """
     cfg = resolve_config(cfg, overrides)
-    return Trainer(cfg, callbacks).fit()
+    loggers = build_loggers(cfg)  # checked (package installed?) before any work
+    return Trainer(cfg, [*loggers, *callbacks]).fit()

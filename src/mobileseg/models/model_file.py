@@ -35,6 +35,7 @@ from mobileseg.errors import WeightsError
 from mobileseg.palette import default_palette
 
 from .checkpoint import load_checkpoint
+from .hub import is_pretrained_dir, load_pretrained
 from .segmenter import Segmenter
 
 PREPROCESSING = "RGB float [0,1], NCHW, normalisation inside the model"
@@ -164,12 +165,15 @@ def _out_channels_from_state(ckpt: dict[str, Any]) -> int:
 def load_model(
     path: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu", source: str | None = None
 ) -> tuple[Segmenter, ModelInfo, dict[str, Any]]:
-    """``(model in eval mode, its ModelInfo, the checkpoint dict)`` from a checkpoint file (or loaded dict).
+    """``(model in eval mode, its ModelInfo, the checkpoint dict)`` from a checkpoint file, a folder written by
+    ``save_pretrained`` (config.json + model.safetensors), or an already loaded checkpoint dict.
 
     Raises:
         WeightsError: the file is unreadable, not a mobileseg checkpoint, or inconsistent.
     """
     where = source or (None if isinstance(path, Mapping) else str(path))
+    if not isinstance(path, Mapping) and is_pretrained_dir(path):  # a Hub-style folder (save_pretrained)
+        path = load_pretrained(path)
     ckpt = load_checkpoint(path, where)
     model = Segmenter.from_checkpoint(ckpt, map_location=map_location, source=where or "checkpoint")
     return model, ModelInfo.from_checkpoint(ckpt, model), ckpt

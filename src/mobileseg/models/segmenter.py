@@ -23,6 +23,7 @@ from mobileseg.errors import WeightsError
 from .checkpoint import load_checkpoint, make_checkpoint
 from .decoder import Pix2PixDecoder
 from .encoder import MobileNetV2Encoder
+from .hub import load_pretrained, save_pretrained
 
 if TYPE_CHECKING:
     from mobileseg.config import ModelConfig
@@ -284,3 +285,36 @@ class Segmenter(nn.Module):
         if isinstance(map_location, str | torch.device):
             model.to(map_location)
         return model.eval()
+
+    # ------------------------------------------------------------------------------------ Hub-style folders
+    def save_pretrained(self, directory: str | os.PathLike[str], **kwargs: Any) -> Any:
+        """Write ``config.json`` + ``model.safetensors`` + a model card ``README.md`` (see
+        :func:`mobileseg.models.hub.save_pretrained` for ``info``, ``metrics``, ``images``).
+
+        Example:
+            >>> import tempfile
+            >>> model = Segmenter(num_classes=3).eval()
+            >>> folder = model.save_pretrained(tempfile.mkdtemp(), info={"names": ["a", "b", "c"]})
+            >>> x = torch.rand(1, 3, 64, 64)
+            >>> bool(torch.equal(Segmenter.from_pretrained(folder)(x), model(x)))
+            True
+        """
+        return save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        dir_or_repo_id: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        map_location: Any = "cpu",
+    ) -> Segmenter:
+        """Rebuild the model from a folder written by :meth:`save_pretrained`, or a Hub repo id holding one
+        (with ``huggingface_hub`` installed); weights read with safetensors, never pickle. Eval mode.
+
+        Raises:
+            WeightsError: anything wrong with the folder, its files or the download, in one line.
+        """
+        ckpt = load_pretrained(dir_or_repo_id, revision=revision, cache_dir=cache_dir)
+        return cls.from_checkpoint(ckpt, map_location=map_location, source=ckpt["source"])
