@@ -34,12 +34,13 @@ from mobileseg.deploy.mobile import (
     one_line,
     pick_check_images,
     prepare,
+    quiet,
     require,
     sample_input,
     verify_or_remove,
 )
 from mobileseg.engine.predictor import ModelInfo
-from mobileseg.exporter import ExportError, quiet
+from mobileseg.exporter import ExportError
 from mobileseg.models.weights import WeightsError
 
 SUFFIX = ".pte"

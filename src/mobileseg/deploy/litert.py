@@ -44,12 +44,13 @@ from mobileseg.deploy.mobile import (
     one_line,
     pick_check_images,
     prepare,
+    quiet,
     require,
     sample_input,
     verify_or_remove,
 )
 from mobileseg.engine.predictor import ModelInfo
-from mobileseg.exporter import ExportError, quiet
+from mobileseg.exporter import ExportError
 from mobileseg.models.weights import WeightsError
 
 SUFFIX = ".tflite"
@@ -77,13 +78,12 @@ def set_tflite_metadata(path: str | Path, meta: dict[str, str]) -> None:
     path.write_bytes(builder.Output())
 
 
-def read_tflite_metadata(path: str | Path) -> dict[str, str]:
-    """The ``mobileseg_metadata`` JSON of a ``.tflite`` as a dict ({} if it has none); ValueError if unreadable."""
+def _metadata_from(buf: bytearray) -> dict[str, str]:
+    """The ``mobileseg_metadata`` JSON in a flatbuffer; ValueError saying why when it is not a TFLite model."""
     from ai_edge_litert import schema_py_generated as schema
 
-    buf = bytearray(Path(path).read_bytes())
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise ValueError(f"{path} is not a TFLite flatbuffer (no 'TFL3' identifier)")
+        raise ValueError("not a TFLite flatbuffer (no 'TFL3' identifier)")
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
@@ -95,6 +95,14 @@ def read_tflite_metadata(path: str | Path) -> dict[str, str]:
                 data = buffer.DataAsNumpy().tobytes()
             return json.loads(data.decode())
     return {}
+
+
+def read_tflite_metadata(path: str | Path) -> dict[str, str]:
+    """The ``mobileseg_metadata`` JSON of a ``.tflite`` as a dict ({} if it has none); ValueError if unreadable."""
+    try:
+        return _metadata_from(bytearray(Path(path).read_bytes()))
+    except (ValueError, IndexError) as e:  # IndexError/ValueError: a truncated or foreign flatbuffer
+        raise ValueError(f"{path}: {one_line(e)}") from None
 
 
 def _quantize_static(float_path: Path, out_path: Path, calib: torch.Tensor) -> None:
@@ -217,7 +225,7 @@ class LiteRTBackend(MobileBackend):
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         try:
-            self.metadata: dict[str, str] = read_tflite_metadata(self.path)
+            self.metadata: dict[str, str] = _metadata_from(bytearray(self.path.read_bytes()))
             self.interpreter = interpreter.Interpreter(model_path=str(self.path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except Exception as e:  # ValueError / RuntimeError from the flatbuffer or the C++ interpreter

@@ -7,11 +7,14 @@ apps feed), so :class:`MobileBackend` loops over a batch and checks the size, an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,22 @@ MASK_OUTPUT_AGREEMENT_MIN = 0.99  # a float export with outputs=mask: only the c
 INT8_AGREEMENT_MIN = 0.97  # share of mask pixels an int8 export must keep equal to the PyTorch model's
 METADATA_KEY = "mobileseg_metadata"  # ExecuTorch constant method / TFLite metadata entry holding the JSON
 EXTRA_HINT = "pip install 'mobileseg[mobile]'"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence exporter/quantizer chatter (warnings, library logging); errors still raise.
+
+    Not :func:`mobileseg.exporter.quiet`: that one imports onnxruntime, which the 'mobile' extra does not bring.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def require(module: str, what: str) -> Any:
