@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", type=Path, help="keep the exported files here (default: a temporary folder)")
     p.add_argument("--only", nargs="*", default=["et-fp32", "et-int8", "tflite-fp32", "tflite-int8"])
+    p.add_argument("--reuse", action="store_true", help="use files already in --out (skips export and parity)")
     return p.parse_args(argv)
 
 
@@ -72,27 +73,34 @@ def main(argv: list[str] | None = None) -> int:
         "tflite-fp32": ("LiteRT fp32", export_tflite, LiteRTBackend, ".tflite", False),
         "tflite-int8": ("LiteRT int8", export_tflite, LiteRTBackend, ".int8.tflite", True),
     }
-    candidates = [Candidate("PyTorch eager", lambda: model(x), lambda: model(x))]
+    # PyTorch first, alone: once an ExecuTorch or LiteRT thread pool exists, its XNNPACK workers spin between
+    # calls and, interleaved on 2 cores, made eager ~10x slower (505 ms vs 54 ms); the runtimes are then timed
+    # round-robin among themselves.
+    with torch.inference_mode():
+        eager = Candidate("PyTorch eager", lambda: model(x), lambda: model(x))
+        rows = measure_interleaved([eager], 1, args.warmup, args.runs, batch_runs=1)
+    candidates = []
     sizes: dict[str, float] = {}
     export_s: dict[str, float] = {}
     for key in args.only:
         name, export, backend_cls, suffix, int8 = plans[key]
         path = folder / f"model{suffix}"
         start = time.perf_counter()
-        export(model, path, info, int8=int8, calib_images=calib.images, threads=args.threads, log=print)
-        export_s[name] = time.perf_counter() - start
+        if not (args.reuse and path.is_file()):
+            export(model, path, info, int8=int8, calib_images=calib.images, threads=args.threads, log=print)
+            export_s[name] = time.perf_counter() - start
         sizes[name] = path.stat().st_size / 1e6
         backend = backend_cls(path, args.threads)
         candidates.append(Candidate(name, lambda b=backend: b.run_one(x), lambda b=backend: b.run_one(x)))
     with torch.inference_mode():
-        rows = measure_interleaved(candidates, 1, args.warmup, args.runs, batch_runs=1)
+        rows += measure_interleaved(candidates, 1, args.warmup, args.runs, batch_runs=1)
     print(
         f"\n{info.imgsz[0]}x{info.imgsz[1]}, {info.out_channels} output channel(s), {args.threads} threads, "
         f"load average {load_average():.1f}"
     )
     print(f"{'backend':<18}{'median ms':>10}{'p90 ms':>9}{'size MB':>9}{'export s':>10}")
     for row in rows:
-        size, seconds = sizes.get(row.backend, float("nan")), export_s.get(row.backend, 0.0)
+        size, seconds = sizes.get(row.backend, float("nan")), export_s.get(row.backend, float("nan"))
         print(f"{row.backend:<18}{row.latency_ms:>10.1f}{row.latency_p90_ms:>9.1f}{size:>9.1f}{seconds:>10.0f}")
     result = {
         r.backend: {"median_ms": r.latency_ms, "p90_ms": r.latency_p90_ms, "size_mb": sizes.get(r.backend)}

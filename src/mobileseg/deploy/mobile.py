@@ -134,19 +134,21 @@ class MobileBackend:
         return torch.cat([self.run_one(x[i : i + 1]) for i in range(x.shape[0])])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 (N, 3, H, W) in [0, 1] -> float32 logits (N, C, H, W); probabilities for ``outputs=probs``.
+        """float32 (N, 3, H, W) in [0, 1] -> float32 logits (N, C, H, W), the Backend protocol.
 
-        A ``mask`` graph returns its uint8 (N, H, W) class map (use :meth:`raw`); the Backend protocol wants
-        logits, so calling a mask graph raises ValueError.
+        A ``probs`` graph's probabilities are turned back into logits (log-odds / log; saturated probabilities
+        give infinite logits, whose sigmoid/softmax is exact again), so predict and serve work unchanged. A
+        ``mask`` graph has no logits to give: ValueError (use :meth:`raw` for its uint8 (N, H, W) class map).
         """
         if self.outputs == "mask":
             raise ValueError(f"{self.path} returns class maps (outputs=mask), not logits: use .raw(images)")
-        return self.raw(images).float()
+        out = self.raw(images).float()
+        return probs_to_logits(out) if self.outputs == "probs" else out
 
 
 # ---------------------------------------------------------------------------------------------------- parity
-def _probs_to_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Logits whose sigmoid / softmax gives ``probs`` back (so :func:`compare` can judge a probs graph)."""
+def probs_to_logits(probs: torch.Tensor) -> torch.Tensor:
+    """Logits whose sigmoid / softmax gives ``probs`` back (for code that expects logits from a probs graph)."""
     probs = probs.double()
     logits = probs.log() - (1 - probs).log() if probs.shape[1] == 1 else probs.log()
     return logits.float()
@@ -184,10 +186,7 @@ def check_mobile_parity(
         max_abs, fraction = math.nan, (got != want).float().mean().item()
         limit = 1 - (INT8_AGREEMENT_MIN if int8 else MASK_OUTPUT_AGREEMENT_MIN)
     else:
-        candidate: Callable[[torch.Tensor], torch.Tensor] = backend
-        if outputs == "probs":
-            candidate = lambda x: _probs_to_logits(backend(x))  # noqa: E731
-        max_abs, fraction = compare(model, candidate, batch, conf)  # type: ignore[arg-type]
+        max_abs, fraction = compare(model, backend, batch, conf)  # type: ignore[arg-type]
         limit = 1 - INT8_AGREEMENT_MIN if int8 else FP32_MASK_DIFF_MAX
     atol = math.inf if int8 or outputs == "mask" else FP32_PROB_ATOL
     ok = bool((math.isnan(max_abs) or max_abs <= atol) and fraction <= limit)
