@@ -232,10 +232,15 @@ class PredictConfig(_Section):
 class ExportConfig(_Section):
     """``mobileseg export`` (``opset``/``calib_images`` also apply to ``benchmark``'s temporary exports)."""
 
-    format: Literal["onnx", "torchscript", "safetensors"] = Field(
-        "onnx", description="onnx, torchscript, or safetensors (a Hub-style folder: config.json + weights + card)"
+    format: Literal["onnx", "torchscript", "executorch", "tflite", "safetensors"] = Field(
+        "onnx",
+        description="onnx, torchscript, executorch (.pte, phones), tflite (LiteRT, phones), or safetensors "
+        "(a Hub-style folder: config.json + weights + card)",
     )
-    int8: bool = Field(False, description="static int8 quantization (ONNX Runtime)")
+    outputs: Literal["logits", "probs", "mask"] = Field(
+        "logits", description="what the exported graph returns: logits, probs, or mask (uint8 class map in the graph)"
+    )
+    int8: bool = Field(False, description="static int8 quantization (ONNX Runtime, ExecuTorch, LiteRT)")
     opset: int = Field(17, description="ONNX opset version")
     calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
 

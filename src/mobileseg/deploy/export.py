@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from typing import Any
 import torch
 
 from mobileseg.config import Config, resolve_config
+from mobileseg.data import DatasetSpec
+from mobileseg.engine.evaluator import evaluate_split
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import setup_threads
 from mobileseg.errors import ConfigError, ExportError
@@ -36,11 +39,19 @@ from .int8 import Int8Report, export_int8
 from .onnx import export_onnx
 from .parity import ParityReport, check_parity
 from .rewrites import fold_batchnorm
-from .runtimes import EXPORTED_SUFFIXES, TORCHSCRIPT_SUFFIXES, quiet
-from .samples import noise_images, open_dataset, source_images, split_images
+from .runtimes import EXPORTED_SUFFIXES, TORCHSCRIPT_SUFFIXES, open_phone_model, quiet
+from .samples import ImageSet, noise_images, open_dataset, source_images, split_images
 from .torchscript import export_torchscript
 
-EXPORT_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript", "safetensors": ""}
+EXPORT_SUFFIX = {
+    "onnx": ".onnx",
+    "torchscript": ".torchscript",
+    "executorch": ".pte",
+    "tflite": ".tflite",
+    "safetensors": "",
+}
+INT8_FORMATS = ("onnx", "executorch", "tflite")
+PHONE_FORMATS = ("executorch", "tflite")
 
 
 @dataclass
@@ -76,10 +87,66 @@ def default_output(weights: Path, fmt: str, out: str | None) -> Path:
         return Path(out) if out else weights.with_suffix("")
     if out:
         target = Path(out)
-        if target.suffix.lower() in (suffix, *TORCHSCRIPT_SUFFIXES) and not target.is_dir():
+        if target.suffix.lower() in (suffix, *TORCHSCRIPT_SUFFIXES) and suffix and not target.is_dir():
             return target
         return target / f"{weights.stem}{suffix}"
     return weights.with_suffix(suffix)
+
+
+def export_phone(
+    cfg: Config,
+    model: Segmenter,
+    info: ModelInfo,
+    path: Path,
+    spec: DatasetSpec | None,
+    calib: ImageSet | None,
+    parity_set: ImageSet,
+    threads: int,
+    log: Any,
+) -> ExportResult:
+    """ExecuTorch ``.pte`` or LiteRT ``.tflite``, parity-checked in its own runtime (the export raises and removes
+    the file when the check fails). With ``int8=true`` the fp32 file is written too, and both are scored on the
+    test split with the evaluator ``mobileseg test`` uses, so the README's IoU change is this command's output."""
+    from .phone_runtimes import require
+
+    ec = cfg.export
+    require("executorch.exir" if ec.format == "executorch" else "litert_torch", f"format={ec.format}")
+    if ec.format == "executorch":
+        from .executorch import export_executorch as write
+    else:
+        from .litert import export_tflite as write
+    kw = {"outputs": ec.outputs, "conf": cfg.predict.conf, "check_images": parity_set.images, "threads": threads}
+    start = time.perf_counter()
+    write(model, path, info, log=log, **kw)
+    log(f"export: {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+    result = ExportResult(
+        path, ec.format, ParityReport(0.0, 0.0, True, len(parity_set.images)), info, parity_set.origin
+    )
+    if calib is None:
+        return result
+    int8 = path.with_name(f"{path.stem}.int8{path.suffix}")
+    start = time.perf_counter()
+    write(model, int8, info, int8=True, calib_images=calib.images, log=log, **kw)
+    log(
+        f"int8: {int8} ({int8.stat().st_size / 1e6:.1f} MB) calibrated on {calib.origin} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    report = Int8Report(int8, calib.origin, math.nan, math.nan, math.nan, math.nan, math.nan)
+    split = next((s for s in ("test", "val") if spec and spec.splits.get(s)), None)
+    if spec is not None and split is not None and ec.outputs != "mask":
+        with quiet():
+            m32 = evaluate_split(
+                open_phone_model(path, threads), spec, split, info.imgsz, conf=cfg.predict.conf
+            ).metrics
+            m8 = evaluate_split(open_phone_model(int8, threads), spec, split, info.imgsz, conf=cfg.predict.conf).metrics
+        report.split, report.iou_fp32, report.iou_int8 = split, m32["iou"], m8["iou"]
+        report.iou_change = m8["iou"] - m32["iou"]
+        log(
+            f"int8 {split} {'IoU' if info.binary else 'mIoU'} ({len(spec.splits[split])} images): fp32 "
+            f"{m32['iou']:.4f}, int8 {m8['iou']:.4f} ({report.iou_change:+.4f})"
+        )
+    result.int8 = report
+    return result
 
 
 def export_pretrained(
@@ -116,8 +183,10 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
     weights = Path(rt.weights)
     if weights.suffix.lower() in EXPORTED_SUFFIXES:
         raise ConfigError(f"{weights} is already an exported model; export needs the checkpoint (.pt)")
-    if ec.int8 and ec.format != "onnx":
-        raise ConfigError("int8=true needs format=onnx (int8 quantization is for ONNX Runtime)")
+    if ec.int8 and ec.format not in INT8_FORMATS:
+        raise ConfigError(f"int8=true needs format=onnx, executorch or tflite (not {ec.format})")
+    if ec.outputs != "logits" and ec.format not in PHONE_FORMATS:
+        raise ConfigError(f"outputs={ec.outputs} is for format=executorch or tflite; {ec.format} exports logits")
     log = print if rt.verbose else (lambda *a, **k: None)
     threads = setup_threads(rt.threads)
     model, info, ckpt = load_model(weights)
@@ -143,6 +212,8 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
                 f"pass data=<dataset> or source=<folder of typical images>"
             )
 
+    if ec.format in PHONE_FORMATS:
+        return export_phone(cfg, model, info, path, spec, calib, parity_set, threads, log)
     start = time.perf_counter()
     folded = fold_batchnorm(model)
     if ec.format == "onnx":

@@ -21,7 +21,15 @@ from torch import nn
 from mobileseg.engine.metrics import logits_to_pred
 from mobileseg.errors import ExportError
 
-from .runtimes import TORCHSCRIPT_SUFFIXES, Backend, OnnxBackend, TorchBackend, load_torchscript
+from .runtimes import (
+    PHONE_SUFFIXES,
+    TORCHSCRIPT_SUFFIXES,
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    load_torchscript,
+    open_phone_model,
+)
 
 PROB_ATOL = 1e-4  # max |p_export - p_torch|: float32 reordering gives ~1e-6; a wrong op gives >> 1e-3
 MASK_DIFF_MAX = 1e-3  # share of mask pixels allowed to differ (pixels sitting exactly on the threshold)
@@ -60,6 +68,8 @@ def open_exported(path: str | Path, threads: int | None = None) -> Backend:
     path = Path(path)
     if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
         return TorchBackend(load_torchscript(path)[0])
+    if path.suffix.lower() in PHONE_SUFFIXES:
+        return open_phone_model(path, threads)
     return OnnxBackend(path, threads)
 
 

@@ -32,7 +32,8 @@ from mobileseg.models.hub import is_pretrained_dir
 from mobileseg.models.model_file import ModelInfo, load_model
 
 TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts", ".jit")
-EXPORTED_SUFFIXES = (".onnx", *TORCHSCRIPT_SUFFIXES)
+PHONE_SUFFIXES = (".pte", ".tflite")
+EXPORTED_SUFFIXES = (".onnx", *TORCHSCRIPT_SUFFIXES, *PHONE_SUFFIXES)
 METADATA_FILE = "mobileseg.json"  # name of the metadata entry inside a TorchScript archive
 
 
@@ -149,8 +150,23 @@ def open_model(
     if suffix in TORCHSCRIPT_SUFFIXES:
         module, meta = load_torchscript(path)
         return TorchBackend(module, device), ModelInfo.from_metadata(meta, str(path)), {}
+    if suffix in PHONE_SUFFIXES:
+        phone = open_phone_model(path, threads)
+        if phone.outputs == "mask":
+            raise WeightsError(
+                f"{path} returns class maps (exported with outputs=mask), which predict/val/serve cannot blend; "
+                f"export it with outputs=logits (or probs) to use it here"
+            )
+        return phone, ModelInfo.from_metadata(phone.metadata, str(path)), {}
     model, info, ckpt = load_model(path)
     return TorchBackend(model, device), info, ckpt
+
+
+def open_phone_model(path: str | Path, threads: int | None = None) -> Any:
+    """An ExecuTorch (``.pte``) or LiteRT (``.tflite``) file in its own runtime (the 'mobile' extra)."""
+    from .phone_runtimes import ExecutorchBackend, LiteRTBackend  # the runtimes load only when a file needs them
+
+    return (ExecutorchBackend if Path(path).suffix.lower() == ".pte" else LiteRTBackend)(path, threads)
 
 
 def load_predictor(
@@ -191,6 +207,7 @@ def quiet() -> Iterator[None]:
 
 __all__ = [
     "EXPORTED_SUFFIXES",
+    "PHONE_SUFFIXES",
     "METADATA_FILE",
     "TORCHSCRIPT_SUFFIXES",
     "Backend",
@@ -199,6 +216,7 @@ __all__ = [
     "load_predictor",
     "load_torchscript",
     "open_model",
+    "open_phone_model",
     "ort_session",
     "quiet",
 ]
