@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from mobileseg.exporter import ExportError
 
 from mobileseg.engine.metrics import logits_to_pred
 from mobileseg.engine.predictor import ModelInfo
-from mobileseg.exporter import ExportError
 from mobileseg.models import Segmenter
 from mobileseg.models.weights import WeightsError
 

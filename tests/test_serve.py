@@ -294,7 +294,7 @@ def test_large_image_answer_is_reduced_and_says_so(predictor):
 
 def test_busy_server_answers_503(binary_ckpt, monkeypatch):
     """One request working, one waiting: a third is refused at once with a JSON error and Retry-After."""
-    predictor = Predictor(binary_ckpt, threads=1)
+    predictor = load_predictor(binary_ckpt, threads=1)
     entered, release = threading.Event(), threading.Event()
     real = predictor.predict_image
 
@@ -328,7 +328,7 @@ def test_busy_server_answers_503(binary_ckpt, monkeypatch):
 
 def test_large_uploads_take_at_most_half_the_places(binary_ckpt, monkeypatch):
     """Large images (over max_output_pixels) have their own lane: while it is full, ordinary photos still get in."""
-    predictor = Predictor(binary_ckpt, threads=1)
+    predictor = load_predictor(binary_ckpt, threads=1)
     entered, release = threading.Event(), threading.Event()
     real = predictor.predict_image
 

@@ -32,7 +32,7 @@ from mobileseg.loss_spec import format_loss_spec, parse_loss_spec
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 
 
-OWN_TEXT_PARSER = {"imgsz"}  # sequence fields whose validator parses text itself ('256x320')
+OWN_TEXT_PARSER = {"imgsz", "class_weights"}  # sequence fields whose validator parses text itself ('256x320', 'auto')
 
 
 class _Section(BaseModel):

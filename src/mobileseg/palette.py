@@ -53,7 +53,7 @@ def srgb_to_lab(rgb: np.ndarray | Sequence[Sequence[int]] | Sequence[int]) -> np
     """sRGB 0..255 colours (..., 3) -> CIELAB (D65 white), the space where distances match what people see.
 
     Example:
-        >>> srgb_to_lab([255, 255, 255]).round(1).tolist()
+        >>> (srgb_to_lab([255, 255, 255]).round(1) + 0.0).tolist()  # + 0.0: no -0.0
         [100.0, 0.0, 0.0]
     """
     c = np.asarray(rgb, dtype=np.float64) / 255.0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mobileseg.engine.predictor import warn
-from mobileseg.errors import ExportError
+from mobileseg.errors import ExportError, WeightsError
 from mobileseg.models.model_file import INPUT_NAME, OUTPUT_NAME, ModelInfo
 
 from .runtimes import OnnxBackend, quiet
@@ -35,10 +35,18 @@ def set_onnx_metadata(path: str | Path, metadata: dict[str, str]) -> None:
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict (without loading the weights into a session)."""
+    """The ``metadata_props`` of an ONNX file as a dict (without loading the weights into a session).
+
+    Raises:
+        WeightsError: the file is not a readable ONNX model.
+    """
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: one line naming the file
+        detail = " ".join(str(e).split())[:160]
+        raise WeightsError(f"{path} is not a readable ONNX model (corrupt or truncated?): {detail}") from None
     return {p.key: p.value for p in proto.metadata_props}
 
 

@@ -445,7 +445,7 @@ def train(
 
     Example:
         >>> result = mobileseg.train(epochs=1)  # the bundled pets sample  # doctest: +SKIP
-        >>> result.best
+        >>> result.best  # doctest: +SKIP
         PosixPath('runs/train/exp/weights/best.pt')
     """
     cfg = resolve_config(cfg, overrides)

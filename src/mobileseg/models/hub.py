@@ -16,16 +16,15 @@ Layout written by :func:`save_pretrained` (``format_version`` 1)::
     <folder>/README.md          model card with Hub YAML front matter (library_name, tags, pipeline_tag)
     <folder>/images/...         pictures linked from the card (optional)
 
-:func:`from_pretrained` accepts such a folder, or a Hub repo id (downloaded with ``huggingface_hub`` into its
+:meth:`Segmenter.from_pretrained` accepts such a folder, or a Hub repo id (downloaded with ``huggingface_hub`` into its
 cache; offline, it fails in one line naming the repo and the cache). :func:`push_to_hub` uploads a folder.
 ``safetensors`` is a core dependency; ``huggingface_hub`` is the ``mobileseg[hub]`` extra.
 
 Example:
     >>> from mobileseg.models import Segmenter
-    >>> from mobileseg.models.hub import from_pretrained, save_pretrained
     >>> model = Segmenter(num_classes=1, encoder_weights=None)
-    >>> folder = save_pretrained(model, "pets-binary", info={"names": ["background", "pet"]})  # doctest: +SKIP
-    >>> same = from_pretrained(folder)  # doctest: +SKIP
+    >>> folder = model.save_pretrained("pets-binary", info={"names": ["background", "pet"]})  # doctest: +SKIP
+    >>> same = Segmenter.from_pretrained(folder)  # doctest: +SKIP
     >>> same.names  # doctest: +SKIP
     ['background', 'pet']
 """
@@ -96,6 +95,7 @@ def save_pretrained(
         FileNotFoundError: an entry of ``images`` does not exist.
 
     Example:
+        >>> from mobileseg.models import Segmenter
         >>> model = Segmenter(num_classes=3, encoder_weights=None)
         >>> save_pretrained(model, "out/model", info={"names": ["bg", "cat", "dog"]},
         ...                 metrics={"iou": 0.7})  # doctest: +SKIP
