@@ -13,7 +13,7 @@ DEMO_EPOCHS ?= 12
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,export,serve]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,export,serve,mobile,tensorboard,mlflow,hub,convert]"
 	touch $@
 
 install: $(BIN)/.installed

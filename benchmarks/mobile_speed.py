@@ -1,4 +1,5 @@
-"""Batch-1 latency and file size of the phone exports (ExecuTorch / LiteRT, fp32 / int8) next to PyTorch eager.
+"""Batch-1 latency and file size of every backend in one run: PyTorch eager, ONNX Runtime fp32 / int8, ExecuTorch
+fp32 / int8 and LiteRT fp32 / int8.
 
 Measured with the desktop builds of the phone runtimes (same XNNPACK kernels, x86 instead of ARM), so the
 *ratios* say what to expect on a phone, the milliseconds do not. Every export is parity-checked as it is written.
@@ -35,27 +36,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20, help="timed batch-1 runs per backend")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", type=Path, help="keep the exported files here (default: a temporary folder)")
-    p.add_argument("--only", nargs="*", default=["et-fp32", "et-int8", "tflite-fp32", "tflite-int8"])
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=["onnx-fp32", "onnx-int8", "et-fp32", "et-int8", "tflite-fp32", "tflite-int8"],
+    )
     p.add_argument("--reuse", action="store_true", help="use files already in --out (skips export and parity)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mobileseg.benchmarking import Candidate, load_average, measure_interleaved
-    from mobileseg.deploy.executorch import ExecutorchBackend, export_executorch
-    from mobileseg.deploy.litert import LiteRTBackend, export_tflite
-    from mobileseg.engine.predictor import ModelInfo
-    from mobileseg.exporter import noise_images, source_images
+    from mobileseg.deploy.executorch import export_executorch
+    from mobileseg.deploy.int8 import quantize_int8
+    from mobileseg.deploy.litert import export_tflite
+    from mobileseg.deploy.onnx import export_onnx
+    from mobileseg.deploy.phone_runtimes import ExecutorchBackend, LiteRTBackend
+    from mobileseg.deploy.rewrites import fold_batchnorm
+    from mobileseg.deploy.runtimes import OnnxBackend, quiet
+    from mobileseg.deploy.samples import noise_images, source_images
     from mobileseg.models import Segmenter
+    from mobileseg.models.model_file import ModelInfo, load_model
+    from mobileseg.timing import Candidate, load_average, measure_interleaved
 
     torch.set_num_threads(args.threads)
     if args.weights:
-        from mobileseg.engine.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(args.weights)
-        model = Segmenter.from_checkpoint(ckpt, source=str(args.weights)).eval()
-        info = ModelInfo.from_checkpoint(ckpt, model)
+        model, info, _ = load_model(args.weights)
     else:
         torch.manual_seed(0)
         model = Segmenter(args.classes, encoder_weights=None).eval()
@@ -67,7 +73,22 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = args.out or Path(tempfile.mkdtemp(prefix="mobileseg-mobile-"))
     folder.mkdir(parents=True, exist_ok=True)
+
+    def onnx_fp32(model, path, info, **_):  # type: ignore[no-untyped-def]
+        with quiet():
+            export_onnx(fold_batchnorm(model), path, info)
+
+    def onnx_int8(model, path, info, calib_images, **_):  # type: ignore[no-untyped-def]
+        quantize_int8(model, path, calib_images, info)
+
+    def ort(path, threads):  # type: ignore[no-untyped-def]
+        backend = OnnxBackend(path, threads)
+        backend.run_one = backend  # same call shape as the phone backends
+        return backend
+
     plans = {
+        "onnx-fp32": ("ONNX Runtime fp32", onnx_fp32, ort, ".onnx", False),
+        "onnx-int8": ("ONNX Runtime int8", onnx_int8, ort, ".int8.onnx", True),
         "et-fp32": ("ExecuTorch fp32", export_executorch, ExecutorchBackend, ".pte", False),
         "et-int8": ("ExecuTorch int8", export_executorch, ExecutorchBackend, ".int8.pte", True),
         "tflite-fp32": ("LiteRT fp32", export_tflite, LiteRTBackend, ".tflite", False),
@@ -87,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         path = folder / f"model{suffix}"
         start = time.perf_counter()
         if not (args.reuse and path.is_file()):
-            export(model, path, info, int8=int8, calib_images=calib.images, threads=args.threads, log=print)
+            if key.startswith("onnx"):
+                export(model, path, info, calib_images=calib.images)
+            else:
+                export(model, path, info, int8=int8, calib_images=calib.images, threads=args.threads, log=print)
             export_s[name] = time.perf_counter() - start
         sizes[name] = path.stat().st_size / 1e6
         backend = backend_cls(path, args.threads)
