@@ -49,8 +49,8 @@ START_TIMEOUT_S = 180
 # ------------------------------------------------------------------------------------------------ inputs
 def make_model(folder: Path) -> Path:
     """A tiny random-init binary model, saved the way training saves one (the server loads it like any .pt)."""
-    from mobileseg.engine.checkpoint import save_checkpoint
     from mobileseg.models import Segmenter
+    from mobileseg.models.checkpoint import save_checkpoint
 
     model = Segmenter(num_classes=1, encoder_weights=None).eval()
     ckpt = model.to_checkpoint(names=["background", "pet"], imgsz=(224, 224), ignore_index=255, config={})

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from mobileseg.exporter import ExportError
 
 from mobileseg.engine.metrics import logits_to_pred
-from mobileseg.engine.predictor import ModelInfo
+from mobileseg.errors import ExportError
 from mobileseg.models import Segmenter
+from mobileseg.models.model_file import ModelInfo
 from mobileseg.models.weights import WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -236,3 +236,40 @@ def test_export_head_mask_matches_logits_to_pred():
         assert torch.allclose(p, probs(logits))
     with pytest.raises(ValueError, match="outputs='heatmap'"):
         ExportHead(MODELS[1], "heatmap")
+
+
+def test_the_commands_export_predict_and_evaluate_a_phone_file(tmp_path, capsys):
+    """`mobileseg export format=tflite` on a trained checkpoint, then the .tflite as weights= for predict and val
+    (the same evaluator as the checkpoint: the two must agree), and the one-line errors of the command line."""
+    _module("tflite")
+    import numpy as np
+    from helpers import FAST, make_shapes_dataset
+    from PIL import Image
+
+    import mobileseg
+    from mobileseg.cli import main
+
+    data = make_shapes_dataset(tmp_path / "shapes", n=12)
+    run = mobileseg.train(data=str(data), epochs=1, project=str(tmp_path / "runs"), name="r", **FAST)
+    result = mobileseg.export(weights=str(run.best), format="tflite", verbose=False)
+    assert result.path == run.best.with_suffix(".tflite") and result.path.is_file()
+    pt = mobileseg.val(weights=str(run.best), project=str(tmp_path / "runs"), name="pt", **FAST)
+    lite = mobileseg.val(weights=str(result.path), data=str(data), project=str(tmp_path / "runs"), name="t", **FAST)
+    assert abs(pt["iou"] - lite["iou"]) < 1e-3
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(image)
+    masks = mobileseg.predict(
+        weights=str(result.path), source=str(image), project=str(tmp_path / "runs"), verbose=False
+    )
+    assert masks[0].mask.shape == (40, 56)
+
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a model" * 20)
+    for args in (
+        ["predict", f"weights={bad}", f"source={image}"],
+        ["export", f"weights={run.best}", "format=torchscript", "int8=true"],
+        ["export", f"weights={run.best}", "format=onnx", "outputs=mask"],
+    ):
+        assert main([*args, f"project={tmp_path / 'runs'}"]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
