@@ -153,15 +153,6 @@ def _out_channels_from_state(ckpt: dict[str, Any]) -> int:
     return 1
 
 
-def _out_channels_from_state(ckpt: dict[str, Any]) -> int:
-    """Output channels from the last bias of the state dict (the decoder head), for checkpoints without args."""
-    state = ckpt.get("model") or {}
-    for key in reversed(list(state)):
-        if key.endswith("bias") and state[key].ndim == 1:
-            return int(state[key].shape[0])
-    return 1
-
-
 def load_model(
     path: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu", source: str | None = None
 ) -> tuple[Segmenter, ModelInfo, dict[str, Any]]:
