@@ -25,7 +25,8 @@ from mobileseg.data import SegmentationDataset
 from mobileseg.engine.evaluator import format_metrics, palette_for, prediction_grid
 from mobileseg.engine.loss import count_class_pixels
 from mobileseg.engine.metrics import METRIC_NAMES
-from mobileseg.models.checkpoint import atomic_write_text, versions
+from mobileseg.engine.model_card import write_model_card
+from mobileseg.models.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:
     from mobileseg.engine.trainer import Trainer, TrainResult
@@ -64,7 +65,8 @@ RESULT_COLUMNS = [
 
 
 class RunFiles(Callback):
-    """The run folder: ``args.yaml``, ``results.csv``, ``results.png``, ``val_predictions.png``, model card."""
+    """The run folder: ``args.yaml``, ``results.csv``, ``results.png``, ``val_predictions.png``, ``train_batch.png``,
+    ``labels.png`` and the model card ``README.md`` (:mod:`mobileseg.engine.model_card`)."""
 
     def on_train_start(self, trainer: Trainer) -> None:
         import yaml
@@ -149,52 +151,6 @@ class RunFiles(Callback):
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         if trainer.history:
             write_model_card(trainer, result)
-
-
-def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
-    """The run's ``README.md``: what the model is, what it was trained on, how well it does, how to use it."""
-    cfg, s = trainer.cfg, trainer.model.summary(trainer.cfg.data.imgsz)
-    best = result.best
-    size = best.stat().st_size / 1e6 if best.exists() else 0
-    h, w = cfg.data.imgsz
-    spec = trainer.spec
-    lines = [
-        f"# mobileseg model: {trainer.save_dir.name}",
-        "",
-        "MobileNetV2 encoder + pix2pix decoder (the TensorFlow segmentation tutorial's design), trained with "
-        f"mobileseg {versions()['mobileseg']}.",
-        "",
-        f"- Data: `{spec.source}`, {len(trainer.train_ds)} train / {len(trainer.val_ds)} val images",
-        f"- Classes ({spec.num_classes}): {', '.join(spec.names)}"
-        + (" (binary: one logit, threshold 0.5)" if spec.binary else ""),
-        f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
-        f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
-        f"- Encoder weights: {cfg.model.encoder_weights}; epochs run: {result.epochs} "
-        f"({result.stopped}), best epoch {result.best_epoch}; training precision {result.precision}",
-        f"- Loss: {trainer.loss_fn.describe()}",
-        "",
-        "## Validation metrics (best epoch)",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {k} | {v:.4f} |" for k, v in result.best_metrics.items()),
-        "",
-        "## Use it",
-        "",
-        "```bash",
-        f"mobileseg test weights={best}",
-        f"mobileseg predict weights={best} source=path/to/images",
-        f"mobileseg export weights={best} format=onnx",
-        "```",
-        "",
-        "```python",
-        "from mobileseg import Segmenter",
-        f"model = Segmenter.from_checkpoint('{best}').eval()",
-        "```",
-    ]
-    path = trainer.save_dir / "README.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
 
 
 def summary_lines(trainer: Trainer, result: TrainResult) -> str:

@@ -27,6 +27,7 @@ from mobileseg.data import DatasetSpec, SegmentationDataset
 from mobileseg.data.loading import SWAPPING_ORIENTATIONS, image_geometry
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
+from mobileseg.engine.model_card import update_model_card
 from mobileseg.engine.runtime import Dist, increment_path
 from mobileseg.errors import ConfigError, DataError
 from mobileseg.models.model_file import ModelInfo, load_trained_dataset, trained_data
@@ -247,7 +248,9 @@ def evaluate_model(
     no dataset, so they need ``data=``.
 
     Writes ``metrics.json``, ``per_class.csv`` (multi-class), ``per_image.csv``, ``confusion_matrix.png``,
-    ``predictions.png`` and ``worst.png`` (the lowest-IoU images). Returns the metrics dict with the paths.
+    ``predictions.png`` and ``worst.png`` (the lowest-IoU images), and adds the figures to the model card of the
+    run that made the weights (:func:`~mobileseg.engine.model_card.update_model_card`). Returns the metrics dict
+    with the paths.
     """
     trained = trained_data(ckpt, cfg, info.imgsz)
     if trained is None:
@@ -276,11 +279,12 @@ def evaluate_model(
     save_dir = increment_path(Path(cfg.runtime.project) / split, cfg.runtime.name, cfg.runtime.exist_ok)
     dataset = SegmentationDataset(spec, split, info.imgsz, cache=cfg.data.cache)
     write_report(save_dir, result, spec, dataset, model, cfg, device)
+    card = update_model_card(cfg.runtime.weights, save_dir, result.metrics, result.per_class, spec, len(dataset), split)
     if cfg.runtime.verbose:
         print(f"{split}: {len(dataset)} images  {format_metrics(result.metrics)}")
         if not spec.binary:
             print(format_table(spec.names, result.per_class))
-        print(f"Results saved to {save_dir}")
+        print(f"Results saved to {save_dir}" + (f"; model card updated: {card}" if card else ""))
     out["save_dir"] = str(save_dir)
     return out
 

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import os
@@ -232,3 +233,43 @@ def load_encoder_weights(encoder: nn.Module, weights: str | os.PathLike[str]) ->
         merged[key] = theirs
     encoder.load_state_dict(merged, strict=True)
     return path
+
+
+def describe_encoder_weights(weights: str | os.PathLike[str] | None) -> str:
+    """Where ``encoder_weights`` came from, in words that hold on any machine: a kind and a file *name*, no path.
+
+    Why: a model card is shared with its run folder; ``../../weights/mnv2.pt`` or ``/home/me/...`` means nothing
+    elsewhere, and saying "imagenet" when ``$MOBILESEG_ENCODER_WEIGHTS`` supplied the file would be wrong. A file
+    is named with the first 12 hex digits of its SHA-256, so a reader can check they have the same one.
+
+    Args:
+        weights: the ``encoder_weights`` setting (``'imagenet'``, ``'none'``/``None`` or a path), resolved the way
+            :func:`load_encoder_weights` resolves it (the environment variable is read now).
+
+    Example:
+        >>> describe_encoder_weights("none")
+        'none (trained from scratch)'
+    """
+    text = "" if weights is None else str(weights).strip()
+    if text.lower() in ("", "none"):
+        return "none (trained from scratch)"
+    if text.lower() == "imagenet":
+        override = os.environ.get(ENV_VAR, "").strip()
+        if override:
+            return (
+                f"from ${ENV_VAR}: {_name_and_hash(Path(override).expanduser())} (given for encoder_weights=imagenet)"
+            )
+        return "ImageNet (torchvision MobileNet_V2 IMAGENET1K_V1)"
+    return f"a local file: {_name_and_hash(Path(text).expanduser())}"
+
+
+def _name_and_hash(path: Path) -> str:
+    """``name (sha256 0123456789ab)``, or the name alone when the file cannot be read (any more)."""
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return path.name
+    return f"{path.name} (sha256 {digest.hexdigest()[:12]})"
