@@ -169,6 +169,33 @@ def export_pretrained(
     return ExportResult(folder, "safetensors", parity, info, "2 random images (bit-identical reload)")
 
 
+def check_images(
+    cfg: Config, spec: DatasetSpec | None, why_not: str, info: ModelInfo
+) -> tuple[ImageSet, ImageSet | None]:
+    """``(parity images, calibration images or None)``: the model's own test/val images (train for calibration),
+    else ``source=``, else noise (parity only, with a warning). Found before any work, so a missing dataset fails
+    an int8 export in a second rather than after the fp32 export.
+    """
+    n = max(2, cfg.train.batch)
+    parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+    if parity_set is None:
+        warn(
+            f"no real images for the parity check ({why_not or 'no test/val split'}; no source=): "
+            f"checking on random noise, which exercises the graph but not the model's typical inputs"
+        )
+        parity_set = noise_images(info.imgsz, n, cfg.runtime.seed)
+    if not cfg.export.int8:
+        return parity_set, None
+    k = cfg.export.calib_images
+    calib = split_images(spec, "train", info.imgsz, k) or source_images(cfg.predict.source, info.imgsz, k)
+    if calib is None:
+        raise ExportError(
+            f"int8 needs calibration images: {why_not or 'the dataset has no train split'}; "
+            f"pass data=<dataset> or source=<folder of typical images>"
+        )
+    return parity_set, calib
+
+
 def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -> ExportResult:
     """Export ``weights`` (a checkpoint) to ``format`` with a parity check, and optionally to int8 ONNX.
 
@@ -194,24 +221,7 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
     if ec.format == "safetensors":
         return export_pretrained(model, info, ckpt, weights, path, log)
     spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
-    n = max(2, cfg.train.batch)
-    parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
-    if parity_set is None:
-        warn(
-            f"no real images for the parity check ({why_not or 'no test/val split'}; no source=): "
-            f"checking on random noise, which exercises the graph but not the model's typical inputs"
-        )
-        parity_set = noise_images(info.imgsz, n, rt.seed)
-    calib = None
-    if ec.int8:  # find calibration images before any work, so a missing dataset fails in a second
-        k = ec.calib_images
-        calib = split_images(spec, "train", info.imgsz, k) or source_images(cfg.predict.source, info.imgsz, k)
-        if calib is None:
-            raise ExportError(
-                f"int8 needs calibration images: {why_not or 'the dataset has no train split'}; "
-                f"pass data=<dataset> or source=<folder of typical images>"
-            )
-
+    parity_set, calib = check_images(cfg, spec, why_not, info)
     if ec.format in PHONE_FORMATS:
         return export_phone(cfg, model, info, path, spec, calib, parity_set, threads, log)
     start = time.perf_counter()

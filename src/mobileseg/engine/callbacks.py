@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,22 @@ from mobileseg.engine.model_card import write_model_card
 from mobileseg.models.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:
-    from mobileseg.engine.trainer import Trainer, TrainResult
+    from mobileseg.engine.trainer import Trainer
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    save_dir: Path
+    best: Path
+    last: Path
+    epochs: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+    precision: str = "fp32"  # of the training forward pass, e.g. "bfloat16 autocast"
 
 
 class Callback:
@@ -172,4 +188,4 @@ def call_all(callbacks: list[Callback], event: str, *args: Any) -> None:
         getattr(callback, event)(*args)
 
 
-__all__ = ["RESULT_COLUMNS", "Callback", "RunFiles", "call_all", "summary_lines", "write_model_card"]
+__all__ = ["RESULT_COLUMNS", "Callback", "TrainResult", "RunFiles", "call_all", "summary_lines", "write_model_card"]

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from mobileseg.config import STRIDE, Config, load_config
-from mobileseg.engine.runtime import cpu_has_native_bf16
+from mobileseg.engine.evaluator import palette_for
+from mobileseg.engine.predictor import warn
+from mobileseg.engine.runtime import Dist, cpu_has_native_bf16, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
 from mobileseg.models.checkpoint import load_checkpoint
 
@@ -116,4 +119,94 @@ def check_batchnorm_values(imgsz: tuple[int, int], batch: int, n_train: int, wor
         )
 
 
-__all__ = ["amp_dtype", "build_optimizer", "changed_keys", "check_batchnorm_values", "resume_config", "warmup_cosine"]
+def run_dir(cfg: Config, d: Dist) -> tuple[Path, bool]:
+    """``(runs/train/<name>, whether it is new)``, agreed by every DDP rank; a note when it replaces an earlier
+    run's weights (``exist_ok=true``)."""
+    save_dir = increment_path(Path(cfg.runtime.project) / "train", cfg.runtime.name, cfg.runtime.exist_ok)
+    if d.enabled:  # every rank must agree on the folder chosen by rank 0
+        box = [str(save_dir)]
+        dist.broadcast_object_list(box, src=0)
+        save_dir = Path(box[0])
+    new = not save_dir.exists()
+    old_best = save_dir / "weights" / "best.pt"
+    if old_best.is_file() and d.main:
+        try:
+            old = load_checkpoint(old_best)
+            what = f"val IoU {float(old.get('best_fitness', math.nan)):.4f}, {old.get('date', 'undated')}"
+        except Exception:  # an unreadable old file is replaced all the same
+            what = "unreadable"
+        warn(f"exist_ok=true: {save_dir} already holds a best.pt ({what}); this run replaces it")
+    return save_dir, new
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+
+
+def restore_state(trainer: Any, ckpt: dict[str, Any]) -> None:
+    """Put a resumed run's model, optimizer, schedule, scaler, position and history back into ``trainer``."""
+    saved_names = list(ckpt.get("names") or [])
+    if saved_names and saved_names != list(trainer.spec.names):
+        raise TrainingError(
+            f"resume: {trainer.cfg.train.resume} was trained on {len(saved_names)} classes ({', '.join(saved_names)}) "
+            f"but {trainer.spec.source} now defines {trainer.spec.num_classes} ({', '.join(trainer.spec.names)}); "
+            f"a run resumes with the classes it started with. Start a new run for the new classes."
+        )
+    try:
+        trainer.model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise TrainingError(f"resume: {trainer.cfg.train.resume} does not fit this model: {detail}") from None
+    group_names = [g["name"] for g in trainer.optimizer.param_groups]
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    for group, name in zip(trainer.optimizer.param_groups, group_names, strict=True):
+        group["name"] = name  # files written before groups were named
+    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        trainer.scaler.load_state_dict(ckpt["scaler"])
+    trainer.start_epoch = ckpt["epoch"]
+    trainer.start_step = ckpt.get("step", 0)
+    trainer.best_fitness = ckpt.get("best_fitness", -math.inf)
+    trainer.best_epoch = ckpt.get("best_epoch", 0)
+    trainer.history = list(ckpt.get("history", []))
+
+
+def checkpoint_state(trainer: Any, epoch: int, step: int, with_optimizer: bool = True) -> dict[str, Any]:
+    """The trainer's checkpoint dict (see :mod:`mobileseg.models.checkpoint`); ``epoch`` counts completed epochs,
+    ``step`` the steps done in the next one (an exact Ctrl-C position)."""
+    last = trainer.history[-1] if trainer.history else {}
+    training: dict[str, Any] = {
+        "config": trainer.cfg.to_dict(),
+        "split_stems": trainer.spec.split_info.get("stems"),
+        "epoch": epoch,
+        "step": step,
+        "best_fitness": trainer.best_fitness,
+        "best_epoch": trainer.best_epoch,
+        "metrics": {k: v for k, v in last.items() if k.startswith("val/")},
+        "history": trainer.history,
+    }
+    if with_optimizer:
+        training.update(
+            optimizer=trainer.optimizer.state_dict(),
+            scheduler=trainer.scheduler.state_dict(),
+            scaler=trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+        )
+    return trainer.model.to_checkpoint(
+        trainer.spec.names,
+        trainer.cfg.data.imgsz,
+        ignore_index=trainer.spec.ignore_index,
+        palette=palette_for(trainer.spec),
+        **training,
+    )
+
+
+__all__ = [
+    "amp_dtype",
+    "build_optimizer",
+    "changed_keys",
+    "checkpoint_state",
+    "check_batchnorm_values",
+    "restore_state",
+    "resume_config",
+    "run_dir",
+    "warmup_cosine",
+]

@@ -16,7 +16,6 @@ import shutil
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +27,26 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
-from mobileseg.engine.callbacks import Callback, RunFiles, call_all, summary_lines
-from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics, palette_for
+from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
+from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
 from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import increment_path, prepare
-from mobileseg.engine.setup import amp_dtype, build_optimizer, check_batchnorm_values, resume_config, warmup_cosine
-from mobileseg.errors import ConfigError, DataError, NonFiniteLossError, TrainingError
+from mobileseg.engine.runtime import prepare
+from mobileseg.engine.setup import (
+    amp_dtype,
+    build_optimizer,
+    check_batchnorm_values,
+    checkpoint_state,
+    restore_state,
+    resume_config,
+    run_dir,
+    warmup_cosine,
+)
+from mobileseg.errors import ConfigError, DataError, NonFiniteLossError
 from mobileseg.models import Segmenter
-from mobileseg.models.checkpoint import load_checkpoint, save_checkpoint
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    save_dir: Path
-    best: Path
-    last: Path
-    epochs: int
-    best_epoch: int
-    best_metrics: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    stopped: str = "completed"
-    precision: str = "fp32"  # of the training forward pass, e.g. "bfloat16 autocast"
+from mobileseg.models.checkpoint import save_checkpoint
 
 
 class Trainer:
@@ -82,10 +75,10 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._new_dir = False
         if self.resume_ckpt is not None:
-            self._restore(self.resume_ckpt)
+            restore_state(self, self.resume_ckpt)
             self.save_dir = Path(cfg.train.resume).resolve().parent.parent  # type: ignore[arg-type]
         else:
-            self.save_dir = self._run_dir()
+            self.save_dir, self._new_dir = run_dir(cfg, self.dist)
         self.weights_dir = self.save_dir / "weights"
         self.stop_reason = "completed"
         self._interrupted = False
@@ -140,26 +133,6 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-    def _run_dir(self) -> Path:
-        """``runs/train/<name>``, agreed by every DDP rank; a note when it replaces an earlier run's weights."""
-        cfg = self.cfg
-        save_dir = increment_path(Path(cfg.runtime.project) / "train", cfg.runtime.name, cfg.runtime.exist_ok)
-        if self.dist.enabled:  # every rank must agree on the folder chosen by rank 0
-            box = [str(save_dir)]
-            dist.broadcast_object_list(box, src=0)
-            save_dir = Path(box[0])
-        self._new_dir = not save_dir.exists()
-        old_best = save_dir / "weights" / "best.pt"
-        if old_best.is_file() and self.dist.main:
-            try:
-                old = load_checkpoint(old_best)
-                what = f"val IoU {float(old.get('best_fitness', math.nan)):.4f}, {old.get('date', 'undated')}"
-            except Exception:  # an unreadable old file is replaced all the same
-                what = "unreadable"
-            warn(f"exist_ok=true: {save_dir} already holds a best.pt ({what}); this run replaces it")
-        return save_dir
-
-    # ----------------------------------------------------------------------------------------------- set-up
     @property
     def decoder_lr(self) -> float:
         """The decoder's current learning rate (the ``lr`` column of results.csv)."""
@@ -169,32 +142,6 @@ class Trainer:
     def precision(self) -> str:
         """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bfloat16 autocast'."""
         return "fp32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
-
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        saved_names = list(ckpt.get("names") or [])
-        if saved_names and saved_names != list(self.spec.names):
-            raise TrainingError(
-                f"resume: {self.cfg.train.resume} was trained on {len(saved_names)} classes ({', '.join(saved_names)}) "
-                f"but {self.spec.source} now defines {self.spec.num_classes} ({', '.join(self.spec.names)}); "
-                f"a run resumes with the classes it started with. Start a new run for the new classes."
-            )
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            detail = " ".join(str(e).split())[:300]
-            raise TrainingError(f"resume: {self.cfg.train.resume} does not fit this model: {detail}") from None
-        group_names = [g["name"] for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for group, name in zip(self.optimizer.param_groups, group_names, strict=True):
-            group["name"] = name  # files written before groups were named
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.start_epoch = ckpt["epoch"]
-        self.start_step = ckpt.get("step", 0)
-        self.best_fitness = ckpt.get("best_fitness", -math.inf)
-        self.best_epoch = ckpt.get("best_epoch", 0)
-        self.history = list(ckpt.get("history", []))
 
     def _wrapped(self) -> nn.Module:
         """The module the step runs: DDP around the model when distributed (rebuilt when freezing changes)."""
@@ -296,8 +243,10 @@ class Trainer:
                 self.best_fitness, self.best_epoch = fitness, epoch + 1
             if self.dist.main:
                 if improved:
-                    save_checkpoint(self._state(epoch + 1, 0, with_optimizer=False), self.weights_dir / "best.pt")
-                save_checkpoint(self._state(epoch + 1, 0), self.weights_dir / "last.pt")
+                    save_checkpoint(
+                        checkpoint_state(self, epoch + 1, 0, with_optimizer=False), self.weights_dir / "best.pt"
+                    )
+                save_checkpoint(checkpoint_state(self, epoch + 1, 0), self.weights_dir / "last.pt")
             self.emit("on_epoch_end", row)
             self.log(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  train loss {row['train/loss']:.4f}  "
@@ -361,7 +310,7 @@ class Trainer:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * self.dist.world_size / elapsed:.1f}")
             if self._stop_requested():
                 if self.dist.main:
-                    save_checkpoint(self._state(epoch, step), self.weights_dir / "last.pt")
+                    save_checkpoint(checkpoint_state(self, epoch, step), self.weights_dir / "last.pt")
                 bar.close()
                 return None
         bar.close()
@@ -390,33 +339,6 @@ class Trainer:
         return self._interrupted
 
     # ---------------------------------------------------------------------------------------------- outputs
-    def _state(self, epoch: int, step: int, with_optimizer: bool = True) -> dict[str, Any]:
-        """Checkpoint dict; ``epoch`` counts completed epochs, ``step`` the steps done in the next one."""
-        last = self.history[-1] if self.history else {}
-        training: dict[str, Any] = {
-            "config": self.cfg.to_dict(),
-            "split_stems": self.spec.split_info.get("stems"),
-            "epoch": epoch,
-            "step": step,
-            "best_fitness": self.best_fitness,
-            "best_epoch": self.best_epoch,
-            "metrics": {k: v for k, v in last.items() if k.startswith("val/")},
-            "history": self.history,
-        }
-        if with_optimizer:
-            training.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict(),
-                scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            )
-        return self.model.to_checkpoint(
-            self.spec.names,
-            self.cfg.data.imgsz,
-            ignore_index=self.spec.ignore_index,
-            palette=palette_for(self.spec),
-            **training,
-        )
-
     def _finish(self) -> TrainResult:
         best_row = next((r for r in self.history if r["epoch"] == self.best_epoch), {})
         result = TrainResult(
