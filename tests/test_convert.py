@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from mobileseg.data import DataError, resolve_dataset
-from mobileseg.data import convert as convert_mod
+from mobileseg.data.convert import rasterize
 from mobileseg.data.convert import convert_coco, convert_labelme, polygon_mask
 
 H, W = 8, 10
@@ -35,7 +35,7 @@ def rasteriser(request, monkeypatch):
     if request.param == "pycocotools":
         pytest.importorskip("pycocotools")
     else:
-        monkeypatch.setattr(convert_mod, "_coco_mask", None)
+        monkeypatch.setattr(rasterize, "_coco_mask", None)
     return request.param
 
 
@@ -289,6 +289,6 @@ def test_coco_compressed_rle(tmp_path, monkeypatch):
     json_path, images = make_coco(tmp_path, doc)
     convert_coco(json_path, images, tmp_path / "out")
     assert np.array_equal(read_mask(tmp_path / "out" / "masks" / "b.png"), region.astype(np.uint8))  # cat = 1
-    monkeypatch.setattr(convert_mod, "_coco_mask", None)
+    monkeypatch.setattr(rasterize, "_coco_mask", None)
     with pytest.raises(DataError, match="compressed RLE needs pycocotools"):
         convert_coco(json_path, images, tmp_path / "out2")
