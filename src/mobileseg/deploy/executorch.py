@@ -25,8 +25,9 @@ from typing import Any, Unpack
 import torch
 from torch import nn
 
-from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone, quiet
+from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
 from mobileseg.deploy.phone_runtimes import METADATA_KEY, ExecutorchBackend, one_line
+from mobileseg.deploy.runtimes import quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
 
@@ -66,7 +67,7 @@ def _write(
 ) -> None:
     """Quantize ``graph`` with PT2E when calibration images are given, lower it to XNNPACK, write the ``.pte``."""
     try:
-        with quiet(), torch.no_grad():
+        with quiet_libraries(), torch.no_grad():
             if calib is not None:
                 graph = _quantize(graph, sample, calib)
             path.write_bytes(_lower(torch.export.export(graph, (sample,)), meta))

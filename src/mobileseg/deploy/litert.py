@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone, quiet
+from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
 from mobileseg.deploy.phone_runtimes import METADATA_KEY, LiteRTBackend, one_line, read_tflite_metadata, require
+from mobileseg.deploy.runtimes import quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
 
@@ -96,7 +97,7 @@ def _write(
     litert_torch = require("litert_torch", WHAT)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its progress bars are noise in a CLI log
     try:
-        with quiet(), torch.no_grad(), tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp:
+        with quiet_libraries(), torch.no_grad(), tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp:
             float_path = Path(tmp) / "float.tflite" if calib is not None else path
             litert_torch.convert(graph, (sample,)).export(str(float_path))
             set_tflite_metadata(float_path, meta)  # the quantizer keeps the flatbuffer's metadata entries

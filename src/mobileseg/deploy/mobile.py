@@ -7,12 +7,9 @@ apps feed), so :class:`MobileBackend` loops over a batch and checks the size, an
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -32,22 +29,6 @@ FP32_PROB_ATOL = 1e-3  # max |p_mobile - p_torch| for a float export (XNNPACK's 
 FP32_MASK_DIFF_MAX = 1e-3  # share of mask pixels a float export may flip (pixels on the threshold)
 MASK_OUTPUT_AGREEMENT_MIN = 0.99  # a float export with outputs=mask: only the class map can be compared
 INT8_AGREEMENT_MIN = 0.97  # share of mask pixels an int8 export must keep equal to the PyTorch model's
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence exporter/quantizer chatter (warnings, library logging); errors still raise.
-
-    Not :func:`mobileseg.deploy.runtimes.quiet`: that one imports onnxruntime, which the 'mobile' extra does not bring.
-    """
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(previous)
 
 
 def prepare(model: nn.Module, outputs: str, binary: bool, conf: float, subpixel: bool = False) -> nn.Module:
