@@ -38,6 +38,7 @@ from torch import nn
 
 from mobileseg.engine.loss_auto import auto_class_weights, choose_loss
 from mobileseg.engine.loss_auto import count_class_pixels as count_class_pixels  # re-exported: the trainer counts
+from mobileseg.engine.lovasz import lovasz_hinge, lovasz_softmax
 from mobileseg.errors import ConfigError
 from mobileseg.loss_spec import PIXEL_XENT, format_loss_spec, parse_loss_spec
 
@@ -49,39 +50,6 @@ if TYPE_CHECKING:
 SMOOTH = 1.0  # added to numerator and denominator of Dice/Tversky: an absent class with no prediction costs 0
 
 # ------------------------------------------------------------------------------------------------ the terms
-
-
-def _lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
-    """Gradient of the Lovasz extension of the Jaccard loss for errors sorted in decreasing order.
-
-    With ``g`` the ground truth (0/1) in that order and ``G`` its sum, the Jaccard loss of the first ``i`` pixels
-    predicted as foreground is ``J_i = 1 - (G - cumsum(g)_i) / (G + cumsum(1 - g)_i)``; the weights are its
-    increments ``J_1, J_2 - J_1, ...`` (Berman et al. 2018, Algorithm 1).
-    """
-    total = gt_sorted.sum()
-    intersection = total - gt_sorted.cumsum(0)
-    union = total + (1 - gt_sorted).cumsum(0)
-    jaccard = 1 - intersection / union
-    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-
-
-def _lovasz_hinge(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Binary Lovasz hinge over the given (already unignored, flattened) pixels."""
-    signs = 2 * truth - 1
-    errors = 1 - logits * signs
-    errors_sorted, order = torch.sort(errors, descending=True)
-    return torch.dot(F.relu(errors_sorted), _lovasz_grad(truth[order]))
-
-
-def _lovasz_softmax(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Lovasz-softmax over pixels ``probs [P, C]`` / ``target [P]``, averaged over the classes present."""
-    losses = []
-    for c in torch.unique(target).tolist():
-        fg = (target == c).float()
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, order = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
-    return torch.stack(losses).mean()
 
 
 class SegmentationLoss(nn.Module):
@@ -243,9 +211,9 @@ class SegmentationLoss(nn.Module):
         if not valid.any():
             return logits.sum() * 0
         if self.binary:
-            return _lovasz_hinge(logits[:, 0][valid], (target[valid] == 1).float())
+            return lovasz_hinge(logits[:, 0][valid], (target[valid] == 1).float())
         probs = logits.softmax(1).permute(0, 2, 3, 1)[valid]  # [P, C]
-        return _lovasz_softmax(probs, target[valid])
+        return lovasz_softmax(probs, target[valid])
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
