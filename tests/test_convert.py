@@ -13,8 +13,7 @@ import yaml
 from PIL import Image
 
 from mobileseg.data import DataError, resolve_dataset
-from mobileseg.data.convert import rasterize
-from mobileseg.data.convert import convert_coco, convert_labelme, polygon_mask
+from mobileseg.data.convert import convert_coco, convert_labelme, polygon_mask, rasterize
 
 H, W = 8, 10
 # The rectangle from corner (x=2, y=1) to (6, 4) covers columns 2..5 and rows 1..3: 4 x 3 pixels.

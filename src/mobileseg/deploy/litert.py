@@ -30,7 +30,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Unpack
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from mobileseg.deploy.phone_runtimes import METADATA_KEY, LiteRTBackend, one_lin
 from mobileseg.deploy.runtimes import quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 SUFFIX = ".tflite"
 WHAT = "format=tflite"
