@@ -8,18 +8,9 @@ import pytest
 import yaml
 
 from mobileseg.cli import COMMANDS
-from mobileseg.config import (
-    COMMAND_KEYS,
-    SECTIONS,
-    Config,
-    ConfigError,
-    _sequence_shape,
-    command_keys,
-    format_value,
-    key_help,
-    load_config,
-    unread_keys,
-)
+from mobileseg.config import SECTIONS, Config, ConfigError, load_config
+from mobileseg.config_help import COMMAND_KEYS, command_keys, key_help, unread_keys
+from mobileseg.config_schema import _sequence_shape, format_value
 
 TRAINING_KEYS = ("lr", "hflip", "epochs", "augment", "width_mult", "class_weights", "resume")
 

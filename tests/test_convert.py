@@ -13,8 +13,7 @@ import yaml
 from PIL import Image
 
 from mobileseg.data import DataError, resolve_dataset
-from mobileseg.data import convert as convert_mod
-from mobileseg.data.convert import convert_coco, convert_labelme, polygon_mask
+from mobileseg.data.convert import convert_coco, convert_labelme, polygon_mask, rasterize
 
 H, W = 8, 10
 # The rectangle from corner (x=2, y=1) to (6, 4) covers columns 2..5 and rows 1..3: 4 x 3 pixels.
@@ -35,7 +34,7 @@ def rasteriser(request, monkeypatch):
     if request.param == "pycocotools":
         pytest.importorskip("pycocotools")
     else:
-        monkeypatch.setattr(convert_mod, "_coco_mask", None)
+        monkeypatch.setattr(rasterize, "_coco_mask", None)
     return request.param
 
 
@@ -289,6 +288,6 @@ def test_coco_compressed_rle(tmp_path, monkeypatch):
     json_path, images = make_coco(tmp_path, doc)
     convert_coco(json_path, images, tmp_path / "out")
     assert np.array_equal(read_mask(tmp_path / "out" / "masks" / "b.png"), region.astype(np.uint8))  # cat = 1
-    monkeypatch.setattr(convert_mod, "_coco_mask", None)
+    monkeypatch.setattr(rasterize, "_coco_mask", None)
     with pytest.raises(DataError, match="compressed RLE needs pycocotools"):
         convert_coco(json_path, images, tmp_path / "out2")

@@ -13,13 +13,8 @@ import torch
 from PIL import Image
 
 from mobileseg.models import Segmenter, WeightsError
-from mobileseg.models.hub import (
-    is_pretrained_dir,
-    load_pretrained_info,
-    push_to_hub,
-    resolve_pretrained,
-    save_pretrained,
-)
+from mobileseg.models.hub import is_pretrained_dir, push_to_hub, resolve_pretrained, save_pretrained
+from mobileseg.models.hub_config import load_pretrained_info
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

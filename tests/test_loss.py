@@ -19,15 +19,13 @@ import pytest
 import torch
 
 from mobileseg.config import ConfigError, TrainConfig, load_config
-from mobileseg.engine.loss import (
+from mobileseg.engine.loss import SegmentationLoss, build_loss, parse_loss_spec
+from mobileseg.engine.loss_auto import (
     AUTO_BINARY_RARE_SHARE,
     AUTO_MULTICLASS_RARE_SHARE,
-    SegmentationLoss,
     auto_class_weights,
-    build_loss,
     choose_loss,
     count_class_pixels,
-    parse_loss_spec,
 )
 
 IGN = 255

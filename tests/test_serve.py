@@ -37,7 +37,7 @@ from mobileseg.config import ConfigError, load_config  # noqa: E402
 from mobileseg.deploy.runtimes import load_predictor  # noqa: E402
 from mobileseg.engine.predictor import Predictor  # noqa: E402
 from mobileseg.server import create_app, exposure_warning  # noqa: E402
-from mobileseg.upload import decode_image, output_size  # noqa: E402
+from mobileseg.upload_decode import decode_image, output_size  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -157,13 +157,8 @@ def benchmark(
     if rt.device not in ("auto", "cpu"):
         warn(f"benchmark measures the CPU (device={rt.device} is ignored), where PyTorch and ORT compare directly")
     notes: list[str] = []
-    is_onnx = weights.suffix.lower() == ".onnx"
     with tempfile.TemporaryDirectory(prefix="mobileseg-bench-") as tmp:
-        if is_onnx:
-            info = ModelInfo.from_metadata(read_onnx_metadata(weights), str(weights))
-            model, ckpt = None, {}
-        else:
-            model, info, ckpt = load_model(weights)
+        model, info, ckpt = _load(weights)
         h, w = info.imgsz
         g = torch.Generator().manual_seed(0)
         x1, xn = torch.rand(1, 3, h, w, generator=g), torch.rand(batch, 3, h, w, generator=g)
@@ -171,68 +166,18 @@ def benchmark(
             f"benchmark: {weights} on {cpu}, {threads} threads (torch and ONNX Runtime), input {h}x{w}, "
             f"batch-1 latency over {runs} runs and batch-{batch} throughput, {warmup} warm-up runs"
         )
-
-        # fp32 ONNX: the file given, the fresh export beside the checkpoint, or a temporary export.
-        fp32 = weights if is_onnx else weights.with_suffix(".onnx")
-        if not is_onnx and not _fresh(fp32, weights):
-            fp32 = Path(tmp) / f"{weights.stem}.onnx"
-            export_onnx(fold_batchnorm(model), fp32, info, cfg.export.opset)
-            notes.append(f"fp32 ONNX exported to a temporary folder (no fresh {weights.with_suffix('.onnx').name})")
-        int8: Path | None = int8_path_for(weights if is_onnx else weights.with_suffix(".onnx"))
-        int8_note = ""
-        if not _fresh(int8, weights):
-            int8 = None
-            if is_onnx:
-                int8_note = f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
-            else:
-                spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
-                n = cfg.export.calib_images
-                calib = split_images(spec, "train", info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
-                if calib is None:
-                    int8_note = f"no calibration images: {why_not or 'no train split'}"
-                else:
-                    int8 = quantize_int8(
-                        model, Path(tmp) / f"{weights.stem}.int8.onnx", calib.images, info, cfg.export.opset
-                    )
-                    notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
-            if int8 is None:
-                log(f"  int8 skipped: {int8_note} (pass data=<dataset> or source=<images> to calibrate)")
-
-        candidates: list[Candidate] = []
-        if model is not None:
-            cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-            c1, cn = (x.contiguous(memory_format=torch.channels_last) for x in (x1, xn))
-            candidates += [
-                Candidate("PyTorch eager", lambda: model(x1), lambda: model(xn)),
-                Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
-            ]
-        a1, an = x1.numpy(), xn.numpy()
-        for name, path in [("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)]:
-            if path is None:
-                continue
-            with quiet():
-                backend = OnnxBackend(path, threads)
-            sess, inp = backend.session, backend.input_name
-            candidates.append(
-                Candidate(
-                    name,
-                    lambda s=sess, i=inp: s.run(None, {i: a1}),
-                    lambda s=sess, i=inp: s.run(None, {i: an}),
-                    "" if path.parent == weights.parent else "temporary export",
-                )
-            )
+        fp32 = _fp32_onnx(weights, model, info, cfg, Path(tmp), notes)
+        int8, int8_note = _int8_onnx(weights, model, info, ckpt, cfg, Path(tmp), notes)
+        if int8 is None and int8_note:
+            log(f"  int8 skipped: {int8_note} (pass data=<dataset> or source=<images> to calibrate)")
+        onnx_files = [("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)]
+        candidates = _candidates(model, x1, xn, onnx_files, threads, weights.parent)
         log(f"  timing {', '.join(c.name for c in candidates)} (interleaved)")
         load_before = load_average()
         with torch.inference_mode():
             measured = {r.backend: r for r in measure_interleaved(candidates, batch, warmup, runs)}
         load = (load_before, load_average())
-        skipped = {
-            "PyTorch eager": "no checkpoint given",
-            "PyTorch channels_last": "no checkpoint given",
-            "ONNX Runtime int8": int8_note,
-        }
-        order = ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
-        rows = [measured.get(name) or BenchmarkRow(name, note=skipped.get(name, "")) for name in order]
+        rows = _rows(measured, int8_note)
 
     save_dir = increment_path(Path(rt.project) / "benchmark", rt.name, rt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +188,101 @@ def benchmark(
         log(f"note: {note}")
     log(f"Results saved to {save_dir / 'benchmark.csv'}")
     return result
+
+
+def _load(weights: Path) -> tuple[torch.nn.Module | None, ModelInfo, dict[str, Any]]:
+    """The model (None for an ``.onnx``: ONNX Runtime rows only), its metadata and its checkpoint dict."""
+    if weights.suffix.lower() == ".onnx":
+        return None, ModelInfo.from_metadata(read_onnx_metadata(weights), str(weights)), {}
+    return load_model(weights)
+
+
+def _fp32_onnx(
+    weights: Path, model: torch.nn.Module | None, info: ModelInfo, cfg: Config, tmp: Path, notes: list[str]
+) -> Path:
+    """The fp32 ONNX model: the file given, the fresh export beside the checkpoint, or a temporary export."""
+    if model is None:
+        return weights
+    fp32 = weights.with_suffix(".onnx")
+    if not _fresh(fp32, weights):
+        fp32 = tmp / f"{weights.stem}.onnx"
+        export_onnx(fold_batchnorm(model), fp32, info, cfg.export.opset)
+        notes.append(f"fp32 ONNX exported to a temporary folder (no fresh {weights.with_suffix('.onnx').name})")
+    return fp32
+
+
+def _int8_onnx(
+    weights: Path,
+    model: torch.nn.Module | None,
+    info: ModelInfo,
+    ckpt: dict[str, Any],
+    cfg: Config,
+    tmp: Path,
+    notes: list[str],
+) -> tuple[Path | None, str]:
+    """The int8 ONNX model (fresh beside the weights, or quantized to ``tmp``), or None and why it is skipped."""
+    int8 = int8_path_for(weights if model is None else weights.with_suffix(".onnx"))
+    if _fresh(int8, weights):
+        return int8, ""
+    if model is None:
+        return None, f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
+    spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
+    n = cfg.export.calib_images
+    calib = split_images(spec, "train", info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+    if calib is None:
+        return None, f"no calibration images: {why_not or 'no train split'}"
+    quantized = quantize_int8(model, tmp / f"{weights.stem}.int8.onnx", calib.images, info, cfg.export.opset)
+    notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
+    return quantized, ""
+
+
+def _candidates(
+    model: torch.nn.Module | None,
+    x1: torch.Tensor,
+    xn: torch.Tensor,
+    onnx_files: list[tuple[str, Path | None]],
+    threads: int,
+    home: Path,
+) -> list[Candidate]:
+    """What is timed: PyTorch eager and channels_last (with a checkpoint), and each ONNX file that exists.
+
+    An ONNX file outside ``home`` (the weights' folder) is noted as a temporary export.
+    """
+    candidates: list[Candidate] = []
+    if model is not None:
+        cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        c1, cn = (x.contiguous(memory_format=torch.channels_last) for x in (x1, xn))
+        candidates += [
+            Candidate("PyTorch eager", lambda: model(x1), lambda: model(xn)),
+            Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
+        ]
+    a1, an = x1.numpy(), xn.numpy()
+    for name, path in onnx_files:
+        if path is None:
+            continue
+        with quiet():
+            backend = OnnxBackend(path, threads)
+        sess, inp = backend.session, backend.input_name
+        candidates.append(
+            Candidate(
+                name,
+                lambda s=sess, i=inp: s.run(None, {i: a1}),
+                lambda s=sess, i=inp: s.run(None, {i: an}),
+                "" if path.parent == home else "temporary export",
+            )
+        )
+    return candidates
+
+
+def _rows(measured: dict[str, BenchmarkRow], int8_note: str) -> list[BenchmarkRow]:
+    """One row per backend, in table order; a backend that was not timed gets an empty row saying why."""
+    skipped = {
+        "PyTorch eager": "no checkpoint given",
+        "PyTorch channels_last": "no checkpoint given",
+        "ONNX Runtime int8": int8_note,
+    }
+    order = ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    return [measured.get(name) or BenchmarkRow(name, note=skipped.get(name, "")) for name in order]
 
 
 __all__ = ["BenchmarkResult", "benchmark"]

@@ -115,7 +115,7 @@ def _run(command: str, args: list[str]) -> int:
 
 def command_help(command: str) -> str:
     """``mobileseg <command> --help``: the keys this command reads (not all 70), each with default and meaning."""
-    from mobileseg.config import key_help
+    from mobileseg.config_help import key_help
 
     return (
         f"usage: mobileseg {command} [key=value ...] [cfg=<config.yaml>]\n\n{COMMANDS[command]}\n\n"

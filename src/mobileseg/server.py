@@ -52,48 +52,31 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import hmac
-import io
-import ipaddress
-import math
 import os
 import socket
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import numpy as np
-from PIL import Image
+from typing import Any, Literal
 
 from mobileseg._version import __version__
 from mobileseg.config import Config, resolve_config
 from mobileseg.deploy.runtimes import load_predictor
 from mobileseg.engine.predictor import Predictor, warn
 from mobileseg.errors import ConfigError
-from mobileseg.upload import (
-    DEFAULT_MAX_OUTPUT_PIXELS,
-    MB,
-    ApiError,
-    Gate,
-    decode_image,
-    header_pixels,
-    read_upload,
-    release_memory,
-)
+from mobileseg.server_access import LOOPBACK_NAMES, HostCheck, exposure_warning, is_loopback, token_dependency
+from mobileseg.server_schemas import ERRORS, PREDICT_BODY, ErrorResponse, HealthResponse, ModelResponse, PredictResponse
+from mobileseg.server_service import Service
+from mobileseg.upload import MB, ApiError, Gate, read_upload
+from mobileseg.upload_decode import DEFAULT_MAX_OUTPUT_PIXELS, header_pixels
 
 try:
-    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from fastapi_offline import FastAPIOffline
-    from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         f"mobileseg serve needs the 'serve' extra ({e.name} is missing): pip install 'mobileseg[serve]'"
@@ -101,160 +84,12 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
 
 # 25 MP: a 24 MP camera photo passes; the decode buffer of a PNG (decoded whole before it is reduced) stays ~100 MB.
 DEFAULT_MAX_PIXELS = 25_000_000
-TRIM_PIXELS = 2_000_000  # after decoding more pixels than this, freed memory is handed back to the OS
 EXAMPLE = "assets/pets_sample/images/Bengal_2.jpg"  # the photo GET /example serves (package data)
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # The page may only talk to its own server: this makes the "no external resources" promise enforced by the browser.
 PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: blob:; "
     "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-
-# auto_error=False: a missing header is answered by check_token, as {"error": ...} like every other error.
-BEARER = HTTPBearer(auto_error=False, description="the server's token (token= / $MOBILESEG_TOKEN)")
-
-
-# ------------------------------------------------------------------------------------------------ schemas
-class ClassShare(BaseModel):
-    index: int = Field(description="value of the class in the mask (binary masks store 0/255 in the PNG)")
-    name: str
-    color: tuple[int, int, int] = Field(description="RGB colour in the overlay, the page and multi-class mask PNGs")
-    share: float = Field(description="fraction of the image's pixels predicted as this class")
-
-
-class Timing(BaseModel):
-    decode_s: float = Field(description="decoding the upload (and reducing it to max_output_pixels)")
-    inference_s: float = Field(description="the Predictor: resize, forward pass, upsampling to the output size")
-    encode_s: float = Field(description="encoding the mask PNG and the overlay")
-    total_s: float = Field(description="the whole request on the server, including waiting for a free slot")
-
-
-class PredictResponse(BaseModel):
-    width: int = Field(description="mask width: the image's, after EXIF orientation, reduced to max_output_pixels")
-    height: int
-    original_width: int = Field(description="width of the upload after EXIF orientation")
-    original_height: int
-    scale: float = Field(description="width / original_width: 1.0 unless the image was over max_output_pixels")
-    classes: list[ClassShare]
-    timing: Timing
-    mask_png: str = Field(description="base64 PNG: binary 0/255 grey, multi-class palette indices")
-    overlay: str | None = Field(description="base64 image of the class colours blended over the image (alpha)")
-    overlay_type: str | None = Field(description="media type of the overlay (image/jpeg or image/png)")
-
-
-class ModelResponse(BaseModel):
-    weights: str = Field(description="file name of the served model")
-    backend: str
-    names: list[str]
-    classes: list[ClassShare] = Field(description="the legend: every class with its colour (share 0)")
-    imgsz: tuple[int, int] = Field(description="model input size (H, W); images of any size are accepted")
-    binary: bool
-    palette: list[tuple[int, int, int]]
-    conf: float = Field(description="foreground threshold of a binary model")
-    tta: bool
-    max_upload_mb: float
-    max_pixels: int
-    max_output_pixels: int = Field(description="larger images are answered at a reduced size")
-    max_concurrent: int = Field(description="requests processed at the same time")
-    max_queue: int = Field(description="requests that may wait for a slot; more are answered 503")
-
-
-class HealthResponse(BaseModel):
-    status: str
-    version: str
-    auth_required: bool = Field(description="whether /predict and /model need 'Authorization: Bearer <token>'")
-
-
-class ErrorResponse(BaseModel):
-    error: str
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {
-        400: "malformed request (no image in the form, empty or incomplete upload)",
-        401: "missing or wrong bearer token",
-        413: "body over max_upload_mb, or image over max_pixels",
-        415: "not an image, or not a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF)",
-        422: "truncated or corrupt image, or invalid query parameters",
-        503: "busy: max_concurrent requests running and max_queue waiting; retry after Retry-After seconds",
-    }.items()
-}
-
-
-# ----------------------------------------------------------------------------------------------- the work
-def _encode(image: Image.Image, kind: Literal["png", "jpeg"]) -> bytes:
-    buf = io.BytesIO()
-    if kind == "png":
-        image.save(buf, format="PNG")
-    else:
-        image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-@dataclass
-class Service:
-    """One model behind the routes: the predictor, its legend colours and the server's limits."""
-
-    predictor: Predictor
-    max_upload_mb: float
-    max_pixels: int
-    max_output_pixels: int
-    gate: Gate
-
-    @property
-    def colors(self) -> list[tuple[int, int, int]]:
-        return [tuple(int(v) for v in c) for c in self.predictor.palette[: len(self.predictor.names)]]  # type: ignore[misc]
-
-    def legend(self, shares: dict[str, float] | None = None) -> list[ClassShare]:
-        colors, shares = self.colors, shares or {}
-        return [
-            ClassShare(index=i, name=n, color=colors[i], share=shares.get(n, 0.0))
-            for i, n in enumerate(self.predictor.names)
-        ]
-
-    def overlay(self, image: Image.Image, mask: np.ndarray, alpha: float) -> Image.Image:
-        """Class colours blended over ``image`` where the class is not the background; uint8 throughout.
-
-        (Pillow's blend/composite instead of float arrays: a quarter of the memory of ``Predictor.overlay_image``.)
-        """
-        if alpha <= 0:
-            return image
-        if self.predictor.binary:
-            colours = Image.new("RGB", image.size, self.colors[1])
-        else:
-            colours = self.predictor.mask_image(mask).convert("RGB")
-        painted = Image.fromarray((mask != 0).astype(np.uint8) * 255)
-        return Image.composite(Image.blend(image, colours, alpha), image, painted)
-
-    def run(self, data: bytes, overlay: str, alpha: float, started: float) -> tuple[PredictResponse, bytes]:
-        """Decode, predict, encode: CPU work, run on one of the gate's worker threads."""
-        t0 = time.perf_counter()
-        decoded = decode_image(data, self.max_pixels, self.max_output_pixels)
-        t1 = time.perf_counter()
-        result = self.predictor.predict_image(decoded.image)
-        t2 = time.perf_counter()
-        mask_png = _encode(self.predictor.mask_image(result.mask), "png")
-        over = None
-        if overlay != "none":
-            over = _encode(self.overlay(decoded.image, result.mask, alpha), overlay)  # type: ignore[arg-type]
-        t3 = time.perf_counter()
-        if math.prod(decoded.decoded_size) > TRIM_PIXELS:
-            release_memory()  # a large decode buffer was freed: hand it back rather than keep the peak
-        (ow, oh), b64 = decoded.original_size, base64.b64encode
-        response = PredictResponse(
-            width=result.width,
-            height=result.height,
-            original_width=ow,
-            original_height=oh,
-            scale=round(result.width / ow, 6),
-            classes=self.legend(result.shares),
-            timing=Timing(decode_s=t1 - t0, inference_s=result.seconds, encode_s=t3 - t2, total_s=t3 - started),
-            mask_png=b64(mask_png).decode("ascii"),
-            overlay=None if over is None else b64(over).decode("ascii"),
-            overlay_type=None if over is None else f"image/{overlay}",
-        )
-        return response, mask_png
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -277,46 +112,6 @@ def _wants_png(accept: str) -> bool:
     return png > json_q
 
 
-def _is_loopback(host: str) -> bool:
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_warning(host: str, token: str | None) -> str | None:
-    """The warning to print when the server is reachable from other machines without a token, else ``None``."""
-    if token or _is_loopback(host):
-        return None
-    return (
-        f"serving on {host} without a token: anyone who can reach this machine can use the model. "
-        "Set token=<secret> (or $MOBILESEG_TOKEN), or bind host=127.0.0.1."
-    )
-
-
-class HostCheck:
-    """Pure ASGI middleware: refuse requests whose ``Host`` is not one of ``allowed`` (400, JSON).
-
-    For a server on loopback this stops DNS rebinding: a site that re-points its own name at 127.0.0.1 still sends
-    its own name as ``Host``. (Starlette's TrustedHostMiddleware does the same but answers plain text.)
-    """
-
-    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
-        self.app, self.allowed = app, {h.lower() for h in allowed}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.strip("[]") not in self.allowed and name not in self.allowed:
-                response = JSONResponse({"error": f"host {host!r} not allowed"}, status_code=400)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 # ------------------------------------------------------------------------------------------------------- app
 def _page() -> str:
     return resources.files("mobileseg").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -337,22 +132,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": f"invalid request: {detail}"}, status_code=422)
-
-
-def _token_dependency(token: str | None) -> list[Any]:
-    """The dependency list for API routes: none without a token, else a constant-time bearer check."""
-    if token is None:
-        return []
-
-    def check_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
-            raise ApiError(401, "this server needs a token: send 'Authorization: Bearer <token>'", challenge)
-        # Constant time, so response timing does not leak how much of a guess was right.
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise ApiError(401, "wrong token", challenge)
-
-    return [Depends(check_token)]
 
 
 def _add_open_routes(app: FastAPI, auth_required: bool) -> None:
@@ -405,21 +184,6 @@ def _add_model_route(app: FastAPI, service: Service, deps: list[Any]) -> None:
             max_concurrent=service.gate.concurrent,
             max_queue=service.gate.queue,
         )
-
-
-PREDICT_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
-        },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-    },
-}
 
 
 def _add_predict_route(app: FastAPI, service: Service, deps: list[Any]) -> None:
@@ -503,7 +267,7 @@ def create_app(
     )
     _add_error_handlers(app)
     _add_open_routes(app, token is not None)
-    deps = _token_dependency(token)
+    deps = token_dependency(token)
     _add_model_route(app, service, deps)
     _add_predict_route(app, service, deps)
     if allowed_hosts:
@@ -548,7 +312,7 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     message = exposure_warning(sc.host, token)
     if message:
         warn(message)
-    allowed = list(LOOPBACK_NAMES) if _is_loopback(sc.host) else None
+    allowed = list(LOOPBACK_NAMES) if is_loopback(sc.host) else None
     app = create_app(
         predictor,
         token,

@@ -19,25 +19,20 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from mobileseg.deploy.mobile import (
-    calibration_batch,
-    metadata,
-    pick_check_images,
-    prepare,
-    quiet,
-    sample_input,
-    verify_or_remove,
-)
-from mobileseg.deploy.phone_runtimes import METADATA_KEY, ExecutorchBackend, one_line, require
+from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
+from mobileseg.deploy.phone_runtimes import METADATA_KEY, ExecutorchBackend, one_line
+from mobileseg.deploy.runtimes import quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 SUFFIX = ".pte"
 WHAT = "format=executorch"
@@ -70,58 +65,12 @@ def _quantize(graph: nn.Module, sample: torch.Tensor, calib: torch.Tensor) -> nn
     return convert_pt2e(prepared)
 
 
-def export_executorch(
-    model: nn.Module,
-    path: str | Path,
-    info: ModelInfo,
-    *,
-    int8: bool = False,
-    calib_images: torch.Tensor | None = None,
-    outputs: str = "logits",
-    conf: float = 0.5,
-    check_images: torch.Tensor | None = None,
-    threads: int | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Write ``model`` as an XNNPACK ``.pte`` (fp32 or int8) and prove it matches the PyTorch model.
-
-    Args:
-        model: the Segmenter (eval; BatchNorm is folded here, the caller's model is not changed).
-        path: the ``.pte`` to write.
-        info: the model's metadata (input size, classes, ...), embedded as the ``mobileseg_metadata`` method.
-        int8: quantize with PT2E (needs ``calib_images``).
-        calib_images: float (N, 3, H, W) in [0, 1] at model size: typical training images for int8 ranges.
-        outputs: ``logits``, ``probs`` or ``mask`` (uint8 class map computed in the graph).
-        conf: foreground threshold of a binary ``mask`` graph.
-        check_images: images for the parity check (default: calibration images, else noise).
-        threads: ExecuTorch threadpool size for the parity run (process-wide; None leaves it).
-        log: receives the parity line.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ExportError: the extra is missing, lowering failed, or the file does not match the model (then removed).
-
-    Example:
-        >>> export_executorch(Segmenter(1).eval(), "m.pte", info)  # doctest: +SKIP
-        PosixPath('m.pte')
-    """
-    require("executorch.exir", WHAT)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    calib = calibration_batch(calib_images, WHAT) if int8 else None
-    graph = prepare(model.eval().cpu(), outputs, info.binary, conf)
-    sample = sample_input(info)
-    quant = (
-        f"int8 PT2E XNNPACKQuantizer (per-channel symmetric weights, int8 activations), calibrated on "
-        f"{calib.shape[0]} images"
-        if calib is not None
-        else "none (float32)"
-    )
-    meta = metadata(info, outputs, conf, runtime="executorch (XNNPACK delegate)", quantization=quant)
+def _write(
+    graph: nn.Module, sample: torch.Tensor, calib: torch.Tensor | None, meta: dict[str, str], path: Path
+) -> None:
+    """Quantize ``graph`` with PT2E when calibration images are given, lower it to XNNPACK, write the ``.pte``."""
     try:
-        with quiet(), torch.no_grad():
+        with quiet_libraries(), torch.no_grad():
             if calib is not None:
                 graph = _quantize(graph, sample, calib)
             path.write_bytes(_lower(torch.export.export(graph, (sample,)), meta))
@@ -130,10 +79,34 @@ def export_executorch(
     except Exception as e:  # torch.export / lowering raise many types; one readable line for the user
         path.unlink(missing_ok=True)
         raise ExportError(f"ExecuTorch export failed: {one_line(e)}") from e
-    images = pick_check_images(check_images, calib, info)
-    what = f"ExecuTorch {'int8' if int8 else 'fp32'}"
-    verify_or_remove(path, model, lambda p: ExecutorchBackend(p, threads), images, int8, conf, what, log)
-    return path
+
+
+EXECUTORCH = PhoneFormat(
+    "ExecuTorch",
+    WHAT,
+    ("executorch.exir",),
+    "executorch (XNNPACK delegate)",
+    "int8 PT2E XNNPACKQuantizer (per-channel symmetric weights, int8 activations), calibrated on {n} images",
+    subpixel=False,
+    write=_write,
+    backend=ExecutorchBackend,
+)
+
+
+def export_executorch(
+    model: nn.Module, path: str | Path, info: ModelInfo, **options: Unpack[PhoneExportOptions]
+) -> Path:
+    """Write ``model`` as an XNNPACK ``.pte`` (fp32 or PT2E int8) and prove it matches the PyTorch model.
+
+    ``info`` is embedded as the ``mobileseg_metadata`` method. The options (``int8``, ``calib_images``,
+    ``outputs``, ``conf``, ``check_images``, ``threads``, ``log``) and errors are :func:`export_phone`'s;
+    ``threads`` sizes ExecuTorch's process-wide threadpool for the parity run (None leaves it).
+
+    Example:
+        >>> export_executorch(Segmenter(1).eval(), "m.pte", info)  # doctest: +SKIP
+        PosixPath('m.pte')
+    """
+    return export_phone(model, path, info, EXECUTORCH, **options)
 
 
 __all__ = ["ExecutorchBackend", "export_executorch"]

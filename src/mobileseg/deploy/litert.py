@@ -29,25 +29,21 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from mobileseg.deploy.mobile import (
-    calibration_batch,
-    metadata,
-    pick_check_images,
-    prepare,
-    quiet,
-    sample_input,
-    verify_or_remove,
-)
+from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
 from mobileseg.deploy.phone_runtimes import METADATA_KEY, LiteRTBackend, one_line, read_tflite_metadata, require
+from mobileseg.deploy.runtimes import quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+
+    from typing_extensions import Unpack
 
 SUFFIX = ".tflite"
 WHAT = "format=tflite"
@@ -96,60 +92,15 @@ def _quantize_static(float_path: Path, out_path: Path, calib: torch.Tensor) -> N
     result.export_model(str(out_path), overwrite=True)
 
 
-def export_tflite(
-    model: nn.Module,
-    path: str | Path,
-    info: ModelInfo,
-    *,
-    int8: bool = False,
-    calib_images: torch.Tensor | None = None,
-    outputs: str = "logits",
-    conf: float = 0.5,
-    check_images: torch.Tensor | None = None,
-    threads: int | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Write ``model`` as a LiteRT ``.tflite`` (fp32 or full int8) and prove it matches the PyTorch model.
-
-    Args:
-        model: the Segmenter (eval; it is copied, folded and rewritten here, not changed).
-        path: the ``.tflite`` to write.
-        info: the model's metadata, embedded in the flatbuffer's metadata list.
-        int8: full static int8 via ai-edge-quantizer (needs ``calib_images``).
-        calib_images: float (N, 3, H, W) in [0, 1] at model size: typical training images for int8 ranges.
-        outputs: ``logits``, ``probs`` or ``mask`` (uint8 class map computed in the graph).
-        conf: foreground threshold of a binary ``mask`` graph.
-        check_images: images for the parity check (default: calibration images, else noise).
-        threads: interpreter threads for the parity run.
-        log: receives the parity line.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ExportError: the extra is missing, conversion failed, or the file does not match the model (then removed).
-
-    Example:
-        >>> export_tflite(Segmenter(3).eval(), "m.tflite", info, outputs="mask")  # doctest: +SKIP
-        PosixPath('m.tflite')
-    """
+def _write(
+    graph: nn.Module, sample: torch.Tensor, calib: torch.Tensor | None, meta: dict[str, str], path: Path
+) -> None:
+    """Convert ``graph`` to a float ``.tflite`` with the metadata, then quantize it fully when calibration images are
+    given; the metadata must survive."""
     litert_torch = require("litert_torch", WHAT)
-    require("ai_edge_litert.interpreter", WHAT)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    calib = calibration_batch(calib_images, WHAT) if int8 else None
-    graph = prepare(model.eval().cpu(), outputs, info.binary, conf, subpixel=True)
-    sample = sample_input(info)
-    quant = (
-        f"int8 static (ai-edge-quantizer static_wi8_ai8: int8 weights and activations, min/max), calibrated on "
-        f"{calib.shape[0]} images; int8 input/output (see the tensors' scale/zero_point)"
-        if calib is not None
-        else "none (float32)"
-    )
-    meta = metadata(info, outputs, conf, runtime="litert (tflite)", quantization=quant)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its progress bars are noise in a CLI log
     try:
-        with quiet(), torch.no_grad(), tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp:
+        with quiet_libraries(), torch.no_grad(), tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp:
             float_path = Path(tmp) / "float.tflite" if calib is not None else path
             litert_torch.convert(graph, (sample,)).export(str(float_path))
             set_tflite_metadata(float_path, meta)  # the quantizer keeps the flatbuffer's metadata entries
@@ -163,10 +114,33 @@ def export_tflite(
     except Exception as e:  # the converter raises many types (with MLIR dumps); one readable line for the user
         path.unlink(missing_ok=True)
         raise ExportError(f"LiteRT export failed: {one_line(e)}") from e
-    images = pick_check_images(check_images, calib, info)
-    what = f"LiteRT {'int8' if int8 else 'fp32'}"
-    verify_or_remove(path, model, lambda p: LiteRTBackend(p, threads), images, int8, conf, what, log)
-    return path
+
+
+def export_tflite(model: nn.Module, path: str | Path, info: ModelInfo, **options: Unpack[PhoneExportOptions]) -> Path:
+    """Write ``model`` as a LiteRT ``.tflite`` (fp32 or full static int8) and prove it matches the PyTorch model.
+
+    The model is copied, folded and rewritten (sub-pixel deconvolutions), not changed; ``info`` goes into the
+    flatbuffer's metadata list. Options and errors as in :func:`mobileseg.deploy.mobile.export_phone`; ``threads``
+    are the interpreter's for the parity run.
+
+    Example:
+        >>> export_tflite(Segmenter(3).eval(), "m.tflite", info, outputs="mask")  # doctest: +SKIP
+        PosixPath('m.tflite')
+    """
+    return export_phone(model, path, info, LITERT, **options)
+
+
+LITERT = PhoneFormat(
+    name="LiteRT",
+    what=WHAT,
+    modules=("litert_torch", "ai_edge_litert.interpreter"),
+    runtime="litert (tflite)",
+    quantization="int8 static (ai-edge-quantizer static_wi8_ai8: int8 weights and activations, min/max), calibrated "
+    "on {n} images; int8 input/output (see the tensors' scale/zero_point)",
+    subpixel=True,
+    write=_write,
+    backend=LiteRTBackend,
+)
 
 
 __all__ = ["LiteRTBackend", "export_tflite", "read_tflite_metadata", "set_tflite_metadata"]

@@ -7,14 +7,12 @@ apps feed), so :class:`MobileBackend` loops over a batch and checks the size, an
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -31,22 +29,6 @@ FP32_PROB_ATOL = 1e-3  # max |p_mobile - p_torch| for a float export (XNNPACK's 
 FP32_MASK_DIFF_MAX = 1e-3  # share of mask pixels a float export may flip (pixels on the threshold)
 MASK_OUTPUT_AGREEMENT_MIN = 0.99  # a float export with outputs=mask: only the class map can be compared
 INT8_AGREEMENT_MIN = 0.97  # share of mask pixels an int8 export must keep equal to the PyTorch model's
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence exporter/quantizer chatter (warnings, library logging); errors still raise.
-
-    Not :func:`mobileseg.deploy.runtimes.quiet`: that one imports onnxruntime, which the 'mobile' extra does not bring.
-    """
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(previous)
 
 
 def prepare(model: nn.Module, outputs: str, binary: bool, conf: float, subpixel: bool = False) -> nn.Module:
@@ -163,3 +145,98 @@ def verify_or_remove(
         path.unlink(missing_ok=True)  # never leave a file that computes something else where an app looks for it
         raise ExportError(f"the {what} model does not match the PyTorch model: {report}. The file was removed.")
     return report
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+class PhoneExportOptions(TypedDict, total=False):
+    """The keyword options of every phone export (see :func:`export_phone`)."""
+
+    int8: bool
+    calib_images: torch.Tensor | None
+    outputs: str
+    conf: float
+    check_images: torch.Tensor | None
+    threads: int | None
+    log: Callable[[str], None] | None
+
+
+@dataclass(frozen=True)
+class PhoneFormat:
+    """What differs between the phone formats; :func:`export_phone` does the rest the same way for each.
+
+    Attributes:
+        name: the format in messages (``ExecuTorch``, ``LiteRT``).
+        what: the config setting that asked for it (``format=executorch``), named when the extra is missing.
+        modules: what the format needs imported (the 'mobile' extra), checked before anything is written.
+        runtime: the ``runtime`` metadata entry.
+        quantization: the ``quantization`` metadata entry of an int8 file, ``{n}`` = the calibration images.
+        subpixel: rewrite the decoder's transposed convolutions as conv + pixel shuffle first.
+        write: ``(graph, sample, calib or None, metadata, path)`` -> the file written (quantized when ``calib``),
+            or ExportError in one line.
+        backend: ``(path, threads)`` -> the runtime that runs the written file.
+    """
+
+    name: str
+    what: str
+    modules: tuple[str, ...]
+    runtime: str
+    quantization: str
+    subpixel: bool
+    write: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, dict[str, str], Path], None]
+    backend: Callable[[Path, int | None], MobileBackend]
+
+
+def export_phone(
+    model: nn.Module,
+    path: str | Path,
+    info: ModelInfo,
+    fmt: PhoneFormat,
+    *,
+    int8: bool = False,
+    calib_images: torch.Tensor | None = None,
+    outputs: str = "logits",
+    conf: float = 0.5,
+    check_images: torch.Tensor | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Write ``model`` in the phone format ``fmt`` (fp32 or int8) and prove it matches the PyTorch model.
+
+    Args:
+        model: the Segmenter (eval; BatchNorm is folded on a copy, the caller's model is not changed).
+        path: the file to write.
+        info: the model's metadata (input size, classes, ...), embedded in the file.
+        int8: quantize (needs ``calib_images``).
+        calib_images: float (N, 3, H, W) in [0, 1] at model size: typical training images for int8 ranges.
+        outputs: ``logits``, ``probs`` or ``mask`` (uint8 class map computed in the graph).
+        conf: foreground threshold of a binary ``mask`` graph.
+        check_images: images for the parity check (default: calibration images, else noise).
+        threads: the runtime's threads for the parity run.
+        log: receives the parity line.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ExportError: the extra is missing, int8 without calibration images, the conversion failed, or the file does
+            not match the model (then removed).
+
+    Example:
+        >>> export_phone(Segmenter(1).eval(), "m.pte", info, EXECUTORCH)  # doctest: +SKIP
+        PosixPath('m.pte')
+    """
+    for module in fmt.modules:
+        require(module, fmt.what)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    calib = calibration_batch(calib_images, fmt.what) if int8 else None
+    graph = prepare(model.eval().cpu(), outputs, info.binary, conf, subpixel=fmt.subpixel)
+    sample = sample_input(info)
+    quant = fmt.quantization.format(n=calib.shape[0]) if calib is not None else "none (float32)"
+    fmt.write(graph, sample, calib, metadata(info, outputs, conf, runtime=fmt.runtime, quantization=quant), path)
+    images = pick_check_images(check_images, calib, info)
+    what = f"{fmt.name} {'int8' if int8 else 'fp32'}"
+    verify_or_remove(path, model, lambda p: fmt.backend(p, threads), images, int8, conf, what, log)
+    return path

@@ -195,6 +195,16 @@ def quiet() -> Iterator[None]:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
+    with quiet_libraries():
+        yield
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence warnings and library logging (not ONNX Runtime's own: see :func:`quiet`); errors still raise.
+
+    Needs no runtime, so the phone exports use it: the 'mobile' extra does not bring onnxruntime.
+    """
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     with warnings.catch_warnings():
@@ -219,4 +229,5 @@ __all__ = [
     "open_phone_model",
     "ort_session",
     "quiet",
+    "quiet_libraries",
 ]

@@ -39,18 +39,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .hub_config import CONFIG_NAME, WEIGHTS_NAME, build_config, load_pretrained_info, validate_config
+from .model_card import model_card
 from .weights import WeightsError
 
 if TYPE_CHECKING:  # the model class imports this module (Segmenter.save_pretrained/from_pretrained)
     from .segmenter import Segmenter
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 IMAGES_DIR = "images"
-FORMAT = "mobileseg"
-FORMAT_VERSION = 1
-_REQUIRED = ("format", "format_version", "model_args", "names", "imgsz", "ignore_index")
 _INFO_KEYS = {"names", "imgsz", "palette", "ignore_index", "license", "dataset", "repo_id"}
 # A Hub repo id: "name" or "namespace/name" (letters, digits, '-', '_', '.'); anything else is a local path.
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
@@ -111,9 +108,9 @@ def save_pretrained(
     for p in picture_paths:
         if not p.is_file():
             raise FileNotFoundError(f"save_pretrained: image not found: {p}")
-    config = _build_config(model, info, metrics)
+    config = build_config(model, info, metrics)
     try:
-        _validate_config(config, "save_pretrained")  # what we write must be what we would accept
+        validate_config(config, "save_pretrained")  # what we write must be what we would accept
     except WeightsError as e:
         raise ValueError(str(e)) from None
 
@@ -133,7 +130,7 @@ def save_pretrained(
         if p.resolve() != dest.resolve():
             shutil.copyfile(p, dest)
         linked.append(f"{IMAGES_DIR}/{p.name}")
-    card = _model_card(config, info, linked, card_extra)
+    card = model_card(config, info, linked, card_extra)
     _atomic(folder / CARD_NAME, lambda tmp: tmp.write_text(card))
     return folder
 
@@ -148,95 +145,6 @@ def _atomic(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _default_names(out_channels: int) -> list[str]:
-    return ["background", "foreground"] if out_channels == 1 else [f"class{i}" for i in range(out_channels)]
-
-
-def _build_config(model: Segmenter, info: Mapping[str, Any], metrics: Mapping[str, float] | None) -> dict[str, Any]:
-    from mobileseg._version import __version__
-
-    out_channels = int(model.num_classes)
-    names = info.get("names", model.names) or _default_names(out_channels)
-    imgsz = info.get("imgsz", model.imgsz)
-    if isinstance(imgsz, int):
-        imgsz = (imgsz, imgsz)
-    palette = info.get("palette")
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "mobileseg_version": __version__,
-        "architecture": "Segmenter",
-        "model_args": model.checkpoint_args(),
-        "names": [str(n) for n in names],
-        "imgsz": [int(v) for v in imgsz],
-        "palette": None if palette is None else [[int(c) for c in rgb] for rgb in palette],
-        "ignore_index": int(info.get("ignore_index", 255)),
-        "binary": out_channels == 1,
-        "out_channels": out_channels,
-        "metrics": None if metrics is None else {str(k): float(v) for k, v in metrics.items()},
-    }
-
-
-def _model_card(config: Mapping[str, Any], info: Mapping[str, Any], images: list[str], extra: str | None) -> str:
-    """The README.md the Hub renders: YAML front matter (library, tags, pipeline) + what the model is and does."""
-    front = ["---", "library_name: mobileseg"]
-    if info.get("license"):
-        front.append(f"license: {info['license']}")
-    front += [
-        "tags:",
-        "- image-segmentation",
-        "- semantic-segmentation",
-        "- mobileseg",
-        "- mobilenetv2",
-        "- pix2pix",
-        "pipeline_tag: image-segmentation",
-        "---",
-    ]
-    args, names = config["model_args"], config["names"]
-    h, w = config["imgsz"]
-    kind = "binary: one logit, threshold 0.5" if config["binary"] else f"{config['out_channels']} logits, argmax"
-    source = info.get("repo_id") or "path/to/this/folder"
-    lines = [
-        *front,
-        "",
-        f"# {info.get('repo_id') or 'mobileseg segmentation model'}",
-        "",
-        "A MobileNetV2 encoder + pix2pix decoder (the TensorFlow segmentation tutorial's design) trained with "
-        f"[mobileseg](https://pypi.org/project/mobileseg/) {config['mobileseg_version']}.",
-        "",
-        f"- Classes ({len(names)}): {', '.join(names)} ({kind})",
-        f"- Input: RGB {h}x{w} (any size that is a multiple of 32 works), values in [0, 1]; the model normalises "
-        "itself",
-        f"- Architecture: MobileNetV2 x{args['width_mult']:g}, decoder kernel {args['kernel_size']}",
-        f"- Ignore index in labels: {config['ignore_index']}",
-    ]
-    if info.get("dataset"):
-        lines.append(f"- Data: {info['dataset']}")
-    if config.get("metrics"):
-        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in config["metrics"].items()]
-    if images:
-        lines += ["", "## Examples", ""]
-        lines += [f"![{Path(p).stem}]({p})" for p in images]
-    lines += [
-        "",
-        "## Use it",
-        "",
-        "```python",
-        "import torch",
-        "from mobileseg.models.hub import from_pretrained",
-        "",
-        f"model = from_pretrained({source!r})  # eval mode",
-        f"logits = model(torch.rand(1, 3, {h}, {w}))  # RGB in [0, 1] -> (1, {config['out_channels']}, {h}, {w})",
-        "```",
-        "",
-        "The weights are in safetensors format: loading them runs no code.",
-    ]
-    if extra:
-        lines += ["", extra.strip()]
-    return "\n".join(lines) + "\n"
-
-
 # -------------------------------------------------------------------------------------------------- loading
 def is_pretrained_dir(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a local folder holding ``config.json`` and ``model.safetensors``.
@@ -249,111 +157,6 @@ def is_pretrained_dir(path: str | os.PathLike[str]) -> bool:
     """
     p = Path(path).expanduser()
     return p.is_dir() and (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
-
-
-def load_pretrained_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The validated ``config.json`` of a local pretrained folder, without loading any weights.
-
-    Args:
-        path: the folder (or its ``config.json``).
-
-    Returns:
-        A dict with ``names`` (list[str]), ``imgsz`` ((H, W)), ``palette`` (list of [r, g, b] or None),
-        ``ignore_index`` (int), ``binary`` (bool), ``out_channels`` (int), ``model_args`` (dict),
-        ``metrics`` (dict or None), ``mobileseg_version`` and ``format_version``.
-
-    Raises:
-        WeightsError: the file is missing, not JSON, or not a valid mobileseg config (the message names the file
-            and the problem).
-
-    Example:
-        >>> load_pretrained_info("pets-binary")["names"]  # doctest: +SKIP
-        ['background', 'pet']
-    """
-    p = Path(path).expanduser()
-    cfg_path = p if p.name == CONFIG_NAME and p.is_file() else p / CONFIG_NAME
-    if not cfg_path.is_file():
-        what = "no such folder" if not p.exists() else f"no {CONFIG_NAME} in it"
-        raise WeightsError(
-            f"{p}: {what}; a mobileseg pretrained folder holds {CONFIG_NAME} + {WEIGHTS_NAME} (see save_pretrained)"
-        )
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise WeightsError(f"{cfg_path}: not a text file (corrupt?)") from None
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"{cfg_path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    _validate_config(config, str(cfg_path))
-    return {
-        "names": list(config["names"]),
-        "imgsz": (int(config["imgsz"][0]), int(config["imgsz"][1])),
-        "palette": config.get("palette"),
-        "ignore_index": int(config["ignore_index"]),
-        "binary": int(config["model_args"]["num_classes"]) == 1,
-        "out_channels": int(config["model_args"]["num_classes"]),
-        "model_args": dict(config["model_args"]),
-        "metrics": config.get("metrics"),
-        "mobileseg_version": config.get("mobileseg_version"),
-        "format_version": int(config["format_version"]),
-    }
-
-
-def _validate_config(config: Any, source: str) -> None:
-    """Raise a one-line :class:`WeightsError` naming ``source`` unless ``config`` is a usable mobileseg config."""
-
-    def bad(problem: str) -> WeightsError:
-        return WeightsError(f"{source}: {problem}")
-
-    if not isinstance(config, dict):
-        raise bad(f"expected a JSON object, got a {type(config).__name__}")
-    if config.get("format") != FORMAT:
-        raise bad(f"not a mobileseg config (format is {config.get('format')!r}, expected {FORMAT!r})")
-    missing = [k for k in _REQUIRED if k not in config]
-    if missing:
-        raise bad(f"missing keys {missing}")
-    version = config["format_version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise bad(f"format_version must be a positive integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise bad(
-            f"format_version {version} is newer than this mobileseg reads ({FORMAT_VERSION}); upgrade mobileseg "
-            f"(the folder was written by mobileseg {config.get('mobileseg_version', '?')})"
-        )
-    args = config["model_args"]
-    if not isinstance(args, dict) or "num_classes" not in args:
-        raise bad("model_args must be an object with at least num_classes")
-    out = args["num_classes"]
-    if not isinstance(out, int) or isinstance(out, bool) or out < 1:
-        raise bad(f"model_args.num_classes must be a positive integer, got {out!r}")
-    names = config["names"]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise bad(f"names must be a list of strings, got {names!r}")
-    if len(names) != out and not (out == 1 and len(names) == 2):
-        raise bad(f"{len(names)} names for {out} output channel(s) (a binary model has 1 channel and 2 names)")
-    imgsz = config["imgsz"]
-    if (
-        not isinstance(imgsz, list)
-        or len(imgsz) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in imgsz)
-    ):
-        raise bad(f"imgsz must be [H, W] with positive integers, got {imgsz!r}")
-    palette = config.get("palette")
-    if palette is not None and (
-        not isinstance(palette, list)
-        or not all(
-            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
-            for c in palette
-        )
-    ):
-        raise bad("palette must be null or a list of [r, g, b] integers in 0..255")
-    ignore = config["ignore_index"]
-    if not isinstance(ignore, int) or isinstance(ignore, bool):
-        raise bad(f"ignore_index must be an integer, got {ignore!r}")
-    metrics = config.get("metrics")
-    if metrics is not None and (
-        not isinstance(metrics, dict) or not all(isinstance(v, int | float) for v in metrics.values())
-    ):
-        raise bad("metrics must be null or an object of numbers")
 
 
 def resolve_pretrained(

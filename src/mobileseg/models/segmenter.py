@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMGSZ = (224, 224)
+# The constructor arguments the config's ``model`` section sets, by the same names (see from_config).
+CONFIG_ARGS = ("width_mult", "encoder_weights", "kernel_size", "decoder_dropout", "freeze_encoder", "freeze_bn")
 
 
 def _size_hint(h: int, w: int) -> str:
@@ -221,15 +223,7 @@ class Segmenter(nn.Module):
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> Segmenter:
         """Build from the ``model`` section of a :class:`mobileseg.config.Config`."""
-        return cls(
-            num_classes=num_classes,
-            width_mult=model_cfg.width_mult,
-            encoder_weights=model_cfg.encoder_weights,
-            kernel_size=model_cfg.kernel_size,
-            decoder_dropout=model_cfg.decoder_dropout,
-            freeze_encoder=model_cfg.freeze_encoder,
-            freeze_bn=model_cfg.freeze_bn,
-        )
+        return cls(num_classes=num_classes, **{name: getattr(model_cfg, name) for name in CONFIG_ARGS})
 
     def checkpoint_args(self) -> dict[str, Any]:
         """``init_args`` as a checkpoint must store them: ``encoder_weights=None`` so a rebuild loads nothing."""

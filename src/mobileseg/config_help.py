@@ -1,0 +1,137 @@
+"""What each command reads, and the ``--help`` text of its keys.
+
+The schema (:mod:`mobileseg.config`) is one for all commands; this module says which keys each command actually
+reads (``COMMAND_KEYS``), what a key means for one command where the schema's description (written for ``train``)
+would mislead, and formats the aligned ``key=default  meaning`` table that ``mobileseg <command> --help`` prints.
+:func:`unread_keys` lets a command warn about a key it would silently ignore (``serve lr=0.1``).
+
+Example:
+    >>> command_keys("check-data")
+    ['data.dataset', 'data.preset', 'data.split_ratios', 'data.split_seed']
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from pydantic import BaseModel
+
+from mobileseg.config import SECTIONS, Config, resolve_key
+from mobileseg.config_schema import format_value
+from mobileseg.errors import ConfigError
+
+# Which keys each command reads (a section name = all its keys), from the code paths: train (engine/trainer.py),
+# val/test (engine/evaluator.py), predict (engine/predictor.py), export (exporter.py), benchmark
+# (benchmarking.py), check-data (mobileseg.check_data), serve (server.py). ``--help`` shows only these.
+_RUN_FOLDER = ("runtime.project", "runtime.name", "runtime.exist_ok")
+_DATA_LOCATION = ("data.dataset", "data.preset")
+COMMAND_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
+              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow"),
+    "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
+            "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
+            *_RUN_FOLDER, "runtime.verbose"),
+    "test": ("runtime.weights", *_DATA_LOCATION, "data.split_ratios", "data.split_seed", "data.cache",
+             "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads", *_RUN_FOLDER,
+             "runtime.verbose"),
+    "predict": ("runtime.weights", "predict.source", "predict.out", "predict.tta", "predict.save_probs",
+                "predict.conf", "train.batch", "runtime.device", "runtime.threads", *_RUN_FOLDER,
+                "runtime.verbose"),
+    "export": ("runtime.weights", "export", "predict.out", "predict.source", *_DATA_LOCATION, "train.batch",
+               "predict.conf", "runtime.threads", "runtime.seed", "runtime.verbose"),
+    "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
+                  "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose"),
+    "check-data": (*_DATA_LOCATION, "data.split_ratios", "data.split_seed"),
+    "serve": ("runtime.weights", "serve", "predict.conf", "predict.tta", "runtime.device", "runtime.threads",
+              "runtime.verbose"),
+}  # fmt: skip
+
+# What a key means for one command, where the schema's description (written for train) would mislead.
+_COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
+    **{
+        (c, "data.dataset"): "dataset YAML, folder or preset; empty = the one the model was trained on"
+        for c in ("val", "test", "export", "benchmark")
+    },
+    **{(c, "data.preset"): "preset of the folder given in data=" for c in ("val", "test", "export", "benchmark")},
+    **{(c, "runtime.weights"): "checkpoint (.pt) to evaluate" for c in ("val", "test")},
+    ("predict", "runtime.weights"): "model: checkpoint (.pt), ONNX or TorchScript export",
+    ("serve", "runtime.weights"): "model to serve: checkpoint (.pt), ONNX or TorchScript export",
+    ("export", "runtime.weights"): "checkpoint (.pt) to export",
+    ("benchmark", "runtime.weights"): "checkpoint (.pt), or an ONNX model (ONNX Runtime rows only)",
+    ("export", "predict.out"): "output file; empty = beside the weights",
+    ("export", "predict.source"): "images for the parity check/int8 calibration when the dataset is not here",
+    ("benchmark", "predict.source"): "images calibrating the temporary int8 model when the dataset is not here",
+    ("benchmark", "runtime.device"): "ignored: the benchmark measures the CPU",
+    **{(c, "train.batch"): "images per batch" for c in ("val", "test", "predict", "export")},
+    ("benchmark", "train.batch"): "batch size of the throughput measurement",
+    **{(c, "predict.conf"): "foreground threshold (binary) of the metrics" for c in ("val", "test")},
+    ("export", "predict.conf"): "foreground threshold (binary) of the parity check",
+    **{(c, "data.cache"): "cache of decoded samples (see train)" for c in ("val", "test")},
+}
+
+
+def command_keys(command: str) -> list[str]:
+    """The dotted keys ``command`` reads, in schema order (sections as in ``SECTIONS``).
+
+    Example:
+        >>> command_keys("check-data")
+        ['data.dataset', 'data.preset', 'data.split_ratios', 'data.split_seed']
+    """
+    if command not in COMMAND_KEYS:
+        raise ConfigError(f"unknown command '{command}'; commands: {', '.join(COMMAND_KEYS)}")
+    wanted: set[str] = set()
+    for item in COMMAND_KEYS[command]:
+        fields = _section_model(item.partition(".")[0]).model_fields
+        wanted.update([item] if "." in item else (f"{item}.{n}" for n in fields))
+    return [f"{sec}.{n}" for sec in SECTIONS for n in _section_model(sec).model_fields if f"{sec}.{n}" in wanted]
+
+
+def _section_model(section: str) -> type[BaseModel]:
+    return Config.model_fields[section].annotation  # type: ignore[return-value]
+
+
+def unread_keys(command: str, keys: list[str]) -> list[str]:
+    """The keys (short or dotted, as typed) that ``command`` does not read, to warn about: ``serve lr=0.1``
+    would otherwise be accepted and do nothing.
+
+    Example:
+        >>> unread_keys("serve", ["port", "lr", "train.epochs"])
+        ['lr', 'train.epochs']
+    """
+    read = set(command_keys(command))
+    return [k for k in keys if resolve_key(k) not in read]
+
+
+def key_help(command: str | None = None, width: int = 118) -> str:
+    """The keys ``command`` reads (every key when None), grouped by section: ``key=default`` and its meaning in
+    aligned columns, long meanings wrapped.
+
+    Example:
+        >>> print(key_help("check-data"))  # doctest: +NORMALIZE_WHITESPACE
+          [data]
+            data=                         dataset YAML, image folder, or preset name; empty = the bundled pets sample
+            preset=                       preset ('oxford_pets', 'camvid') applied to a folder
+            split_ratios=0.8,0.1,0.1      train/val/test ratios of the automatic split
+            split_seed=0                  seed of the automatic split
+    """
+    keys = command_keys(command) if command else [f"{s}.{n}" for s in SECTIONS for n in _section_model(s).model_fields]
+    defaults = Config()
+    rows: list[tuple[str, str, str]] = []  # section, key=default, description
+    for dotted in keys:
+        section, _, name = dotted.partition(".")
+        field = _section_model(section).model_fields[name]
+        shown = "data" if dotted == "data.dataset" else name
+        desc = _COMMAND_DESCRIPTIONS.get((command or "", dotted)) or field.description or ""
+        rows.append((section, f"{shown}={format_value(getattr(getattr(defaults, section), name))}", desc))
+    column = min(max(len(r[1]) for r in rows) + 2, 34)
+    lines: list[str] = []
+    current = ""
+    for section, left, desc in rows:
+        if section != current:
+            lines.append(f"  [{section}]")
+            current = section
+        pad = f"    {left}".ljust(4 + column) if len(left) < column else f"    {left}\n" + " " * (4 + column)
+        wrapped = textwrap.wrap(desc, max(40, width - 4 - column)) or [""]
+        lines.append(pad + wrapped[0])
+        lines.extend(" " * (4 + column) + more for more in wrapped[1:])
+    return "\n".join(line.rstrip() for line in lines)
