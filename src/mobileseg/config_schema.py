@@ -180,6 +180,8 @@ class TrainConfig(_Section):
                 v = [float(x) for x in v.split(",") if x.strip()]
             except ValueError:
                 raise ValueError("class_weights must be numbers (e.g. 1,2,0.5) or auto") from None
+        if isinstance(v, int | float) and not isinstance(v, bool):  # one number (YAML reads class_weights=2 so)
+            v = [float(v)]
         if isinstance(v, list | tuple) and any(isinstance(x, int | float) and x < 0 for x in v):
             raise ValueError("class weights must be >= 0")
         return v
