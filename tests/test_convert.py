@@ -291,3 +291,23 @@ def test_coco_compressed_rle(tmp_path, monkeypatch):
     monkeypatch.setattr(rasterize, "_coco_mask", None)
     with pytest.raises(DataError, match="compressed RLE needs pycocotools"):
         convert_coco(json_path, images, tmp_path / "out2")
+
+
+def test_convert_command_then_the_dataset_loads(tmp_path, capsys):
+    """`mobileseg convert` for both formats (the format detected from the file), ending with the YAML to train on."""
+    from mobileseg.cli import main
+
+    make_labelme(tmp_path / "lm")
+    assert main(["convert", f"labels={tmp_path / 'lm'}", f"out={tmp_path / 'from_labelme'}"]) == 0
+    out = capsys.readouterr().out
+    assert "mobileseg train data=" in out and "data.yaml" in out
+    assert resolve_dataset(tmp_path / "from_labelme" / "data.yaml").names == ["background", "bird", "cat", "dog"]
+
+    images = tmp_path / "coco_images"
+    for entry in coco_doc()["images"]:
+        write_image(images / entry["file_name"], entry["width"], entry["height"])
+    (tmp_path / "coco.json").write_text(json.dumps(coco_doc()))
+    assert main(["convert", f"labels={tmp_path / 'coco.json'}", f"images={images}", f"out={tmp_path / 'c'}"]) == 0
+    assert (tmp_path / "c" / "data.yaml").is_file()
+    assert main(["convert", f"labels={tmp_path / 'coco.json'}", f"out={tmp_path / 'd'}"]) == 1  # no images=
+    assert "images=" in capsys.readouterr().err

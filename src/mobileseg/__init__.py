@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mobileseg._version import __version__
 
 if TYPE_CHECKING:
-    from mobileseg.commands import benchmark, check_data, export, predict, serve, test, train, val  # noqa: F401
+    from mobileseg.commands import benchmark, check_data, convert, export, predict, serve, test, train, val  # noqa: F401
     from mobileseg.deploy.runtimes import load_predictor  # noqa: F401
     from mobileseg.models import Segmenter  # noqa: F401
 
@@ -27,6 +27,7 @@ __all__ = [
     "__version__",
     "benchmark",
     "check_data",
+    "convert",
     "export",
     "load_predictor",
     "predict",
@@ -40,7 +41,8 @@ _LAZY = {
     "Segmenter": "mobileseg.models",
     "load_predictor": "mobileseg.deploy.runtimes",
     **{
-        name: "mobileseg.commands" for name in ("benchmark", "check_data", "export", "predict", "serve", "train", "val")
+        name: "mobileseg.commands"
+        for name in ("benchmark", "check_data", "convert", "export", "predict", "serve", "train", "val")
     },
 }
 

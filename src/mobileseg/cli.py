@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "export": "export weights=<best.pt> to format=onnx|torchscript (int8=true for int8 ONNX)",
     "benchmark": "measure inference speed of weights=<best.pt> (PyTorch, ONNX Runtime fp32/int8)",
     "check-data": "check a dataset: counts, sizes, mask values, and every problem with its file",
+    "convert": "polygon labels to masks: labels=<coco.json|labelme folder> [images=<coco images>] out=<folder>",
     "serve": "web page + HTTP API for a model: weights=<best.pt|model.onnx> [host=127.0.0.1] [port=8000]",
 }
 
@@ -102,6 +103,7 @@ def _run(command: str, args: list[str]) -> int:
         "export": lambda: mobileseg.export(cfg),
         "benchmark": lambda: mobileseg.benchmark(cfg),
         "serve": lambda: mobileseg.serve(cfg),
+        "convert": lambda: mobileseg.convert(cfg),
     }
     if command == "check-data":
         report = mobileseg.check_data(cfg)

@@ -98,10 +98,40 @@ def serve(cfg: ConfigLike = None, **overrides: Any) -> None:
     _serve(cfg, **overrides)
 
 
+def convert(cfg: ConfigLike = None, **overrides: Any) -> Path:
+    """Convert COCO or LabelMe polygon labels to ``images/`` + ``masks/`` + ``data.yaml`` (``mobileseg convert``).
+
+    Returns the dataset YAML to train on (``mobileseg train data=<it>``); see :mod:`mobileseg.data.convert`.
+    """
+    from mobileseg.data.convert import convert_coco, convert_labelme
+
+    cfg = resolve_config(cfg, overrides)
+    c, out = cfg.convert, cfg.predict.out
+    if not c.labels or not out:
+        raise ConfigError("convert needs labels=<coco.json or labelme folder> and out=<folder for the dataset>")
+    labels = Path(c.labels)
+    kind = c.label_format
+    if kind == "auto":
+        kind = (
+            "coco"
+            if labels.is_file() and labels.suffix == ".json" and '"annotations"' in labels.read_text()
+            else "labelme"
+        )
+    if kind == "coco":
+        if not c.images:
+            raise ConfigError("a COCO file names its images by file name: pass images=<folder holding them>")
+        yaml_path = convert_coco(labels, c.images, out, c.class_names, unknown=c.unknown_labels)
+    else:
+        yaml_path = convert_labelme(labels, out, c.class_names, unknown=c.unknown_labels)
+    if cfg.runtime.verbose:
+        print(f"Dataset saved to {yaml_path}\nTrain on it:  mobileseg train data={yaml_path}")
+    return yaml_path
+
+
 def _weights(cfg: Config) -> Path:
     if not cfg.runtime.weights:
         raise ConfigError("no model given: pass weights=<best.pt, model.onnx or model.torchscript>")
     return Path(cfg.runtime.weights)
 
 
-__all__ = ["benchmark", "check_data", "export", "predict", "serve", "test", "train", "val"]
+__all__ = ["benchmark", "check_data", "convert", "export", "predict", "serve", "test", "train", "val"]

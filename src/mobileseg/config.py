@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mobileseg.config_schema import STRIDE as STRIDE  # re-exported: setup and the model check input sizes with it
 from mobileseg.config_schema import (
+    ConvertConfig,
     DataConfig,
     ExportConfig,
     ModelConfig,
@@ -50,6 +51,7 @@ class Config(BaseModel):
     predict: PredictConfig = PredictConfig()
     export: ExportConfig = ExportConfig()
     serve: ServeConfig = ServeConfig()
+    convert: ConvertConfig = ConvertConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -58,7 +60,7 @@ class Config(BaseModel):
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-SECTIONS = ("model", "data", "train", "runtime", "predict", "export", "serve")
+SECTIONS = ("model", "data", "train", "runtime", "predict", "export", "serve", "convert")
 ALIASES = {"data": "data.dataset", "cfg": "cfg"}
 
 

@@ -42,6 +42,7 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
                   "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose"),
     "check-data": (*_DATA_LOCATION, "data.split_ratios", "data.split_seed"),
+    "convert": ("convert", "predict.out", "runtime.verbose"),
     "serve": ("runtime.weights", "serve", "predict.conf", "predict.tta", "runtime.device", "runtime.threads",
               "runtime.verbose"),
 }  # fmt: skip

@@ -241,6 +241,22 @@ class ExportConfig(_Section):
     calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
 
 
+class ConvertConfig(_Section):
+    """``mobileseg convert``: polygon / instance labels (COCO JSON, LabelMe JSON) to an images + masks dataset."""
+
+    labels: str | None = Field(None, description="a COCO JSON file, or a folder (or file) of LabelMe JSON")
+    label_format: Literal["auto", "coco", "labelme"] = Field(
+        "auto", description="auto = coco for a .json file with 'annotations', labelme otherwise"
+    )
+    images: str | None = Field(None, description="the COCO images folder (LabelMe JSON name their own images)")
+    class_names: list[str] | None = Field(
+        None, description="class order (background first); empty = background + the labels in order of appearance"
+    )
+    unknown_labels: Literal["error", "background", "ignore"] = Field(
+        "error", description="what a label missing from class_names becomes"
+    )
+
+
 class ServeConfig(_Section):
     """``mobileseg serve``: where the HTTP server listens and what it accepts.
 
