@@ -111,7 +111,7 @@ class RunFiles(Callback):
             trainer.save_dir / "train_batch.png",
             palette,
             spec.names,
-            title=f"{run}: augmented training inputs",
+            title=run,
             ignore_index=spec.ignore_index,
         )
         shares = {}
