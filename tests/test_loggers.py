@@ -251,3 +251,28 @@ def test_build_loggers_off_by_default_and_missing_packages(monkeypatch: pytest.M
         build_loggers(load_config(overrides=["mlflow=true"]))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # a server: no local database needed
     assert [type(cb) for cb in build_loggers(load_config(overrides=["mlflow=true"]))] == [MlflowLogger]
+
+
+def test_a_real_run_logs_to_tensorboard_what_results_csv_says(tmp_path):
+    """End to end: a 1-epoch training with tensorboard=true; every results.csv value is the event file's scalar."""
+    pytest.importorskip("tensorboard")
+    import csv
+
+    from helpers import FAST, make_shapes_dataset
+
+    import mobileseg
+
+    data = make_shapes_dataset(tmp_path / "shapes", n=10)
+    run = mobileseg.train(data=str(data), epochs=1, tensorboard=True, project=str(tmp_path / "runs"), **FAST)
+    scalars = read_tensorboard_scalars(run.save_dir)
+    rows = list(csv.DictReader((run.save_dir / "results.csv").open()))
+    assert len(rows) == 1
+    checked = 0
+    for column, text in rows[0].items():
+        if column == "epoch" or not text or text == "nan":
+            continue
+        assert scalars[column] == [(1, pytest.approx(float(text), rel=1e-5, abs=1e-7))], column
+        checked += 1
+    assert checked >= 10  # losses, every train/val metric, lr, timing
+    images = any(p.name.startswith("events.out.tfevents") for p in run.save_dir.iterdir())
+    assert images
