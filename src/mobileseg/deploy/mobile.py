@@ -173,6 +173,7 @@ class PhoneFormat:
         runtime: the ``runtime`` metadata entry.
         quantization: the ``quantization`` metadata entry of an int8 file, ``{n}`` = the calibration images.
         subpixel: rewrite the decoder's transposed convolutions as conv + pixel shuffle first.
+        subpixel_int8: the same for the int8 file (None: as ``subpixel``).
         write: ``(graph, sample, calib or None, metadata, path)`` -> the file written (quantized when ``calib``),
             or ExportError in one line.
         backend: ``(path, threads)`` -> the runtime that runs the written file.
@@ -186,6 +187,7 @@ class PhoneFormat:
     subpixel: bool
     write: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, dict[str, str], Path], None]
     backend: Callable[[Path, int | None], MobileBackend]
+    subpixel_int8: bool | None = None
 
 
 def export_phone(
@@ -232,7 +234,8 @@ def export_phone(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     calib = calibration_batch(calib_images, fmt.what) if int8 else None
-    graph = prepare(model.eval().cpu(), outputs, info.binary, conf, subpixel=fmt.subpixel)
+    subpixel = fmt.subpixel_int8 if int8 and fmt.subpixel_int8 is not None else fmt.subpixel
+    graph = prepare(model.eval().cpu(), outputs, info.binary, conf, subpixel=subpixel)
     sample = sample_input(info)
     quant = fmt.quantization.format(n=calib.shape[0]) if calib is not None else "none (float32)"
     fmt.write(graph, sample, calib, metadata(info, outputs, conf, runtime=fmt.runtime, quantization=quant), path)
