@@ -38,7 +38,8 @@ def test_every_sequence_field_accepts_comma_text(tmp_path):
     assert {n for _, n in fields} >= {"split_ratios", "scale", "class_weights", "imgsz"}
     defaults = Config()
     for section, name in fields:
-        value = getattr(getattr(defaults, section), name) or [1.0, 2.0]
+        text_list = "str" in str(Config.model_fields[section].annotation.model_fields[name].annotation)
+        value = getattr(getattr(defaults, section), name) or (["a", "b"] if text_list else [1.0, 2.0])
         cfg = load_config(overrides=[f"{section}.{name}={format_value(value)}"])
         assert list(getattr(getattr(cfg, section), name)) == list(value), name
     cfg_file = tmp_path / "cfg.yaml"  # a YAML file holding the text form works too

@@ -182,21 +182,21 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
         for line in self.spec.warning_lines():  # the dataset check's warnings (e.g. "everything is foreground")
             warn(line.removeprefix("WARNING: "))
-        self.emit("on_train_start")
-        self.log(
-            f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
-            f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
-            f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
-            f"device {self.device}  threads {self.threads}  workers {self.workers}  processes {self.dist.world_size}"
-            f"  batch {cfg.train.batch}  epochs {cfg.train.epochs}  precision {self.precision}  run {self.save_dir}\n"
-            f"loss: {self.loss_fn.describe()}"
-        )
-        if self.start_epoch or self.start_step:
-            self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
         previous = signal.getsignal(signal.SIGINT)
-        if self.dist.main:
+        if self.dist.main:  # from here on, Ctrl-C finishes the current step and saves the exact position
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
+            self.emit("on_train_start")
+            self.log(
+                f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
+                f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
+                f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
+                f"device {self.device}  threads {self.threads}  workers {self.workers}  "
+                f"processes {self.dist.world_size}  batch {cfg.train.batch}  epochs {cfg.train.epochs}  "
+                f"precision {self.precision}  run {self.save_dir}\nloss: {self.loss_fn.describe()}"
+            )
+            if self.start_epoch or self.start_step:
+                self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
             self._loop()
         finally:
             if self.dist.main:
