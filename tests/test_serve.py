@@ -292,8 +292,8 @@ def test_large_image_answer_is_reduced_and_says_so(predictor):
         assert (small["width"], small["original_width"], small["scale"]) == (300, 300, 1.0)
 
 
-def test_busy_server_answers_503(binary_ckpt, monkeypatch):
-    """One request working, one waiting: a third is refused at once with a JSON error and Retry-After."""
+def held_predictor(binary_ckpt, monkeypatch) -> tuple[Predictor, threading.Event, threading.Event]:
+    """A predictor whose inference waits for ``release``; ``entered`` is set once a request is inside it."""
     predictor = load_predictor(binary_ckpt, threads=1)
     entered, release = threading.Event(), threading.Event()
     real = predictor.predict_image
@@ -304,6 +304,12 @@ def test_busy_server_answers_503(binary_ckpt, monkeypatch):
         return real(image)
 
     monkeypatch.setattr(predictor, "predict_image", slow)
+    return predictor, entered, release
+
+
+def test_busy_server_answers_503(binary_ckpt, monkeypatch):
+    """One request working, one waiting: a third is refused at once with a JSON error and Retry-After."""
+    predictor, entered, release = held_predictor(binary_ckpt, monkeypatch)
     app = create_app(predictor, max_concurrent=1, max_queue=1)
     data = image_bytes(20, 30)
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
@@ -328,16 +334,7 @@ def test_busy_server_answers_503(binary_ckpt, monkeypatch):
 
 def test_large_uploads_take_at_most_half_the_places(binary_ckpt, monkeypatch):
     """Large images (over max_output_pixels) have their own lane: while it is full, ordinary photos still get in."""
-    predictor = load_predictor(binary_ckpt, threads=1)
-    entered, release = threading.Event(), threading.Event()
-    real = predictor.predict_image
-
-    def slow(image):
-        entered.set()
-        assert release.wait(60)
-        return real(image)
-
-    monkeypatch.setattr(predictor, "predict_image", slow)
+    predictor, entered, release = held_predictor(binary_ckpt, monkeypatch)
     app = create_app(predictor, max_output_pixels=100_000, max_concurrent=1, max_queue=1)  # 2 places, 1 large
     large, small = flat_png(600, 400), image_bytes(20, 30)
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
