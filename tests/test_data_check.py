@@ -28,6 +28,10 @@ def test_clean_dataset_summary(tmp_path, make_pair):
     assert report.value_meaning == {0: "background", 255: "foreground"}
     share = report.class_share
     assert share["foreground"] == pytest.approx(1920 / (7680 + 2000))
+    per_split = report.split_class_pixels  # the same counts, split by split (labels.png draws them)
+    assert set(per_split) <= {"train", "val", "test"} and sum(report.counts[s] > 0 for s in per_split) == len(per_split)
+    for name, total in report.class_pixels.items():
+        assert sum(counts[name] for counts in per_split.values()) == total
     text = report.format()
     for words in ("11 pairs", "32..50 x 24..40", "255 -> foreground", "OK", "random"):
         assert words in text, text

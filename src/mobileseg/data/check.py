@@ -44,6 +44,8 @@ class DataReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Labelled pixels per class of each split (the same counts, split by split), for labels.png.
+    split_class_pixels: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -243,6 +245,18 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
             if n == 0:
                 warnings.append(f"class '{name}' has no pixels in any mask")
 
+    by_file = {(r.sample.image, r.sample.mask): r.counts for r in results}
+    split_class_pixels: dict[str, dict[str, int]] = {}
+    for s in SPLITS:
+        per_class = {n: 0 for n in spec.names}
+        for smp in spec.splits.get(s, []):
+            for v, c in by_file[(smp.image, smp.mask)].items():
+                cls = meaning[v][1]
+                if cls != UNMAPPED and cls != spec.ignore_index:
+                    per_class[spec.names[cls]] += c
+        if spec.splits.get(s):
+            split_class_pixels[s] = per_class
+
     report = DataReport(
         source=spec.source,
         root=spec.root,
@@ -262,6 +276,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
         ignored_pixels=ignored,
         errors=errors,
         warnings=warnings,
+        split_class_pixels=split_class_pixels,
     )
     report.seconds = time.perf_counter() - t0
     return report

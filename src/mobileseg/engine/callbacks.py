@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mobileseg import viz
-from mobileseg.data import SegmentationDataset
 from mobileseg.engine.evaluator import format_metrics, palette_for, prediction_grid
-from mobileseg.engine.loss import count_class_pixels
 from mobileseg.engine.metrics import METRIC_NAMES
 from mobileseg.engine.model_card import write_model_card
 from mobileseg.models.checkpoint import atomic_write_text
@@ -114,21 +112,12 @@ class RunFiles(Callback):
             title=run,
             ignore_index=spec.ignore_index,
         )
-        shares = {}
-        for split in ("train", "val", "test"):
-            if spec.splits.get(split):
-                base = (
-                    trainer.train_base
-                    if split == "train"
-                    else SegmentationDataset(spec, split, trainer.val_ds.imgsz, cache="none")
-                )
-                counts = (
-                    trainer.class_counts
-                    if split == "train" and trainer.class_counts is not None
-                    else count_class_pixels(base)
-                )
-                total = max(1, int(counts.sum()))
-                shares[split] = {name: float(c) / total for name, c in zip(spec.names, counts, strict=True)}
+        # The dataset check counted every mask already (at native size): labels.png costs no decoding.
+        counts = trainer.spec.report.split_class_pixels if trainer.spec.report is not None else {}
+        shares = {
+            split: {name: c / max(1, sum(per_class.values())) for name, c in per_class.items()}
+            for split, per_class in counts.items()
+        }
         labels = viz.plot_label_distribution(shares, trainer.save_dir / "labels.png", palette, spec.names, title=run)
         return {"train_batch": batch, "labels": labels}
 
