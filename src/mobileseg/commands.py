@@ -74,7 +74,7 @@ def predict(cfg: ConfigLike = None, **overrides: Any) -> PredictRun:
     if not pc.source:
         raise ConfigError("no images given: pass source=<image, folder, glob or .txt list of paths>")
     _, device, threads = prepare(rt)
-    predictor = load_predictor(weights, device=device, conf=pc.conf, tta=pc.tta, threads=threads)
+    predictor = load_predictor(weights, device=device, conf=pc.conf, tta=pc.tta, threads=threads, config=cfg)
     save_dir = Path(pc.out) if pc.out else increment_path(Path(rt.project) / "predict", rt.name, rt.exist_ok)
     return predict_files(predictor, pc.source, save_dir, cfg.train.batch, pc.save_probs, rt.verbose)
 

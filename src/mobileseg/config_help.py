@@ -7,7 +7,7 @@ would mislead, and formats the aligned ``key=default  meaning`` table that ``mob
 
 Example:
     >>> command_keys("check-data")
-    ['data.dataset', 'data.preset', 'data.split_ratios', 'data.split_seed']
+    ['data.dataset', 'data.preset', 'data.imgsz', 'data.split_ratios', 'data.split_seed']
 """
 
 from __future__ import annotations
@@ -25,26 +25,30 @@ from mobileseg.errors import ConfigError
 # (benchmarking.py), check-data (mobileseg.check_data), serve (server.py). ``--help`` shows only these.
 _RUN_FOLDER = ("runtime.project", "runtime.name", "runtime.exist_ok")
 _DATA_LOCATION = ("data.dataset", "data.preset")
+# How an image is predicted (engine/inference_mode.py).
+_INFERENCE = ("predict.infer", "predict.window", "predict.overlap", "predict.blend", "predict.tta",
+              "predict.tta_scales", "data.train_scale")  # fmt: skip
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
-              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow"),
+              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow", "predict.infer", "predict.overlap",
+              "predict.blend"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
-            *_RUN_FOLDER, "runtime.verbose"),
+            *_RUN_FOLDER, "runtime.verbose", *_INFERENCE),
     "test": ("runtime.weights", *_DATA_LOCATION, "data.split_ratios", "data.split_seed", "data.cache",
              "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-             "runtime.verbose"),
-    "predict": ("runtime.weights", "predict.source", "predict.out", "predict.tta", "predict.save_probs",
+             "runtime.verbose", *_INFERENCE),
+    "predict": ("runtime.weights", "predict.source", "predict.out", "predict.save_probs",
                 "predict.conf", "train.batch", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-                "runtime.verbose"),
+                "runtime.verbose", *_INFERENCE),
     "export": ("runtime.weights", "export", "predict.out", "predict.source", *_DATA_LOCATION, "train.batch",
                "predict.conf", "runtime.threads", "runtime.seed", "runtime.verbose"),
     "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
                   "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose"),
-    "check-data": (*_DATA_LOCATION, "data.split_ratios", "data.split_seed"),
+    "check-data": (*_DATA_LOCATION, "data.imgsz", "data.split_ratios", "data.split_seed"),
     "convert": ("convert", "predict.out", "runtime.verbose"),
-    "serve": ("runtime.weights", "serve", "predict.conf", "predict.tta", "runtime.device", "runtime.threads",
-              "runtime.verbose"),
+    "serve": ("runtime.weights", "serve", "predict.conf", "runtime.device", "runtime.threads",
+              "runtime.verbose", *_INFERENCE[:-1]),  # train_scale: the model's own
 }  # fmt: skip
 
 # What a key means for one command, where the schema's description (written for train) would mislead.
@@ -68,6 +72,10 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
     **{(c, "predict.conf"): "foreground threshold (binary) of the metrics" for c in ("val", "test")},
     ("export", "predict.conf"): "foreground threshold (binary) of the parity check",
     **{(c, "data.cache"): "cache of decoded samples (see train)" for c in ("val", "test")},
+    **{
+        (c, "data.train_scale"): "image scale of slide inference; empty = the model's (its training scale)"
+        for c in ("val", "test", "predict")
+    },
 }
 
 
@@ -76,7 +84,7 @@ def command_keys(command: str) -> list[str]:
 
     Example:
         >>> command_keys("check-data")
-        ['data.dataset', 'data.preset', 'data.split_ratios', 'data.split_seed']
+        ['data.dataset', 'data.preset', 'data.imgsz', 'data.split_ratios', 'data.split_seed']
     """
     if command not in COMMAND_KEYS:
         raise ConfigError(f"unknown command '{command}'; commands: {', '.join(COMMAND_KEYS)}")
@@ -112,6 +120,7 @@ def key_help(command: str | None = None, width: int = 118) -> str:
           [data]
             data=                         dataset YAML, image folder, or preset name; empty = the bundled pets sample
             preset=                       preset ('oxford_pets', 'camvid') applied to a folder
+            imgsz=224,224                 model input size: one int or H,W (x32)
             split_ratios=0.8,0.1,0.1      train/val/test ratios of the automatic split
             split_seed=0                  seed of the automatic split
     """

@@ -26,7 +26,7 @@ from mobileseg.loss_spec import format_loss_spec, parse_loss_spec
 STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 
 
-OWN_TEXT_PARSER = {"imgsz", "class_weights"}  # sequence fields whose validator parses text itself ('256x320', 'auto')
+OWN_TEXT_PARSER = {"imgsz", "crop", "window", "class_weights"}  # sequence fields parsing text themselves
 
 
 class _Section(BaseModel):
@@ -62,8 +62,13 @@ class ModelConfig(_Section):
         description="'imagenet' (torchvision weights, cached), 'none', or a path to a torchvision state dict; "
         "$MOBILESEG_ENCODER_WEIGHTS overrides 'imagenet'",
     )
-    kernel_size: int = Field(3, ge=2, le=7, description="kernel of the decoder's transposed convolutions")
-    decoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the pix2pix upsample blocks")
+    decoder: Literal["refine", "tutorial"] = Field(
+        "refine",
+        description="refine = bilinear upsampling + two 3x3 convs after each skip (default: no edge/grid defect, "
+        "better on thin structures); tutorial = the TF tutorial's transposed convs",
+    )
+    kernel_size: int = Field(3, ge=2, le=7, description="kernel of the tutorial decoder's transposed convolutions")
+    decoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the tutorial decoder's upsample blocks")
     freeze_encoder: bool = Field(False, description="train the decoder only (the TF tutorial's setting)")
     freeze_bn: bool = Field(False, description="keep the encoder's BatchNorm statistics fixed")
 
@@ -88,26 +93,12 @@ class DataConfig(_Section):
     degrees: float = Field(10.0, ge=0, le=180, description="random rotation range, +- degrees")
     color_jitter: float = Field(0.2, ge=0, le=1, description="brightness/contrast/saturation jitter")
     workers: int | None = Field(None, ge=0, description="DataLoader workers; empty = chosen for the cores")
+    train_scale: float | None = Field(None, gt=0, le=4, description="image scale before cropping (1 = native)")
+    crop: tuple[int, int] | None = Field(None, description="random training crops H,W (x32); empty = whole images")
+    crop_fg: float = Field(0.5, ge=0, le=1, description="share of crops centred on a labelled non-background pixel")
 
-    @field_validator("imgsz", mode="before")
-    @classmethod
-    def _imgsz(cls, v: Any) -> Any:
-        if isinstance(v, int | float):
-            return (int(v), int(v))
-        if isinstance(v, str):
-            parts = [p for p in v.replace("x", ",").split(",") if p.strip()]
-            return tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
-        return v
-
-    @field_validator("imgsz")
-    @classmethod
-    def _imgsz_multiple(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if any(s <= 0 or s % STRIDE for s in v):
-            raise ValueError(
-                f"image size {v[0]}x{v[1]} is not a multiple of {STRIDE} on both sides "
-                f"(MobileNetV2 downsamples by {STRIDE}); try {_round32(v[0])}x{_round32(v[1])}"
-            )
-        return v
+    _imgsz = field_validator("imgsz", "crop", mode="before")(lambda v: _size_text(v))
+    _imgsz_multiple = field_validator("imgsz", "crop")(lambda v: _size_multiple(v))
 
     @field_validator("split_ratios")
     @classmethod
@@ -220,9 +211,26 @@ class PredictConfig(_Section):
 
     source: str | None = Field(None, description="image file, folder, glob or list file")
     out: str | None = Field(None, description="output folder; empty = runs/predict/expN")
-    tta: bool = Field(False, description="horizontal-flip test-time augmentation")
+    tta: Literal["none", "flip", "ms", "flip+ms"] = Field("none", description="flip, ms (tta_scales), flip+ms")
+    tta_scales: tuple[float, ...] = Field((0.75, 1.0, 1.25), description="scales of tta=ms, each > 0")
+    infer: Literal["resize", "slide"] | None = Field(
+        None, description="resize to imgsz, or slide windows at train_scale; empty = the model's trained mode"
+    )
+    window: tuple[int, int] | None = Field(None, description="slide window H,W (x32); empty = the model's input size")
+    overlap: float | None = Field(None, ge=0, lt=1, description="slide window overlap; empty = the model's, else 0.25")
+    blend: Literal["gaussian", "linear", "mean"] | None = Field(None, description="window weights; empty = gaussian")
     save_probs: bool = Field(False, description="also save probability maps (.npy)")
     conf: float = Field(0.5, gt=0, lt=1, description="foreground threshold (binary)")
+
+    _window = field_validator("window", mode="before")(lambda v: _size_text(v))
+    _window_multiple = field_validator("window")(lambda v: _size_multiple(v))
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _tta(cls, v: Any) -> Any:
+        # tta was a bool (horizontal flip) before multi-scale existed: true/false keep their meaning.
+        text = str(v).strip().lower().replace("ms+flip", "flip+ms")
+        return {"none": "none", "false": "none", "": "none", "true": "flip"}.get(text, text)
 
 
 class ExportConfig(_Section):
@@ -307,6 +315,27 @@ def _sequence_shape(section: type[BaseModel], name: str) -> int | None:
 def _example(section: type[BaseModel], name: str) -> str:
     default = section.model_fields[name].default
     return format_value(default) if default else "1,2"
+
+
+def _size_text(v: Any) -> Any:
+    """``256``, ``256x320``, ``256,320`` -> (H, W); empty -> None."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, int | float):
+        return (int(v), int(v))
+    if isinstance(v, str):
+        parts = [p for p in v.replace("x", ",").split(",") if p.strip()]
+        return tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
+    return v
+
+
+def _size_multiple(v: tuple[int, int] | None) -> tuple[int, int] | None:
+    if v is not None and any(s <= 0 or s % STRIDE for s in v):
+        raise ValueError(
+            f"image size {v[0]}x{v[1]} is not a multiple of {STRIDE} on both sides "
+            f"(MobileNetV2 downsamples by {STRIDE}); try {_round32(v[0])}x{_round32(v[1])}"
+        )
+    return v
 
 
 def _round32(v: int) -> int:

@@ -308,7 +308,9 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
         raise ConfigError("no model given: pass weights=<best.pt or model.onnx>")
     token = sc.token or os.environ.get("MOBILESEG_TOKEN", "").strip() or None
     _, device, threads = prepare(rt)
-    predictor = load_predictor(rt.weights, device=device, conf=cfg.predict.conf, tta=cfg.predict.tta, threads=threads)
+    predictor = load_predictor(
+        rt.weights, device=device, conf=cfg.predict.conf, tta=cfg.predict.tta, threads=threads, config=cfg
+    )
     message = exposure_warning(sc.host, token)
     if message:
         warn(message)

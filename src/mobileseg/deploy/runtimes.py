@@ -25,7 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mobileseg.config import default_threads
+from mobileseg.config import Config, default_threads
+from mobileseg.engine.inference_mode import resolve_settings
 from mobileseg.engine.predictor import Predictor
 from mobileseg.errors import MissingFileError, WeightsError
 from mobileseg.models.hub import is_pretrained_dir
@@ -173,10 +174,15 @@ def load_predictor(
     weights: str | Path,
     device: torch.device | str = "cpu",
     conf: float = 0.5,
-    tta: bool = False,
+    tta: bool | str = False,
     threads: int | None = None,
+    config: Config | None = None,
 ) -> Predictor:
     """A :class:`~mobileseg.engine.predictor.Predictor` for any model file (see :func:`open_model`).
+
+    ``config`` (a command's config) sets the inference mode on top of the one the model records: ``infer``,
+    ``window``, ``overlap``, ``blend``, ``train_scale``, ``tta``, ``tta_scales`` (see
+    :func:`mobileseg.engine.inference_mode.resolve_settings`); without it, the recorded mode with ``tta``.
 
     Example:
         >>> p = load_predictor("runs/train/exp/weights/best.pt", threads=2)  # doctest: +SKIP
@@ -186,7 +192,8 @@ def load_predictor(
     if threads:
         torch.set_num_threads(threads)
     backend, info, _ = open_model(weights, device, threads)
-    return Predictor(backend, info, conf=conf, tta=tta, weights=Path(weights))
+    settings = resolve_settings(config, info) if config is not None else None
+    return Predictor(backend, info, conf=conf, tta=tta, weights=Path(weights), settings=settings)
 
 
 @contextlib.contextmanager

@@ -86,6 +86,8 @@ class RunFiles(Callback):
         import yaml
 
         doc = trainer.cfg.to_dict()
+        # The inference mode the model is meant for (infer, window, overlap, blend; train_scale is in data).
+        doc["predict"].update({k: v for k, v in trainer.inference.record().items() if k != "train_scale"})
         doc["dataset_info"] = {
             "source": trainer.spec.source,
             "names": list(trainer.spec.names),
@@ -143,7 +145,7 @@ class RunFiles(Callback):
         )
         shown = np.linspace(0, len(trainer.val_ds) - 1, min(6, len(trainer.val_ds))).round().astype(int).tolist()
         grid = prediction_grid(
-            trainer.model,
+            trainer.val_model(),  # slid over the whole image when training on crops
             trainer.val_ds,
             shown,
             trainer.save_dir / "val_predictions.png",

@@ -86,9 +86,10 @@ def best_val_per_class(trainer: Trainer, best: Path) -> dict[str, list[float]] |
     """
     if trainer.spec.binary or not best.is_file():
         return None
-    model = Segmenter.from_checkpoint(best).to(trainer.device).eval()
+    model = trainer.val_model(Segmenter.from_checkpoint(best).to(trainer.device).eval())
     cm = ConfusionMatrix(trainer.spec.num_classes, trainer.spec.ignore_index)
-    for images, targets in DataLoader(trainer.val_ds, batch_size=trainer.batch, num_workers=trainer.workers):
+    batch = trainer.val_batch or trainer.batch
+    for images, targets in DataLoader(trainer.val_ds, batch_size=batch, num_workers=trainer.workers):
         cm.update(targets, logits_to_pred(model(images.to(trainer.device))).cpu())
     return cm.per_class()
 
@@ -107,11 +108,12 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         'README.md'
     """
     cfg, spec, run = trainer.cfg, trainer.spec, trainer.save_dir
-    s = trainer.model.summary(cfg.data.imgsz)
+    size_hw = cfg.data.crop or cfg.data.imgsz  # what the network eats: the crop when training on crops
+    s = trainer.model.summary(size_hw)
     best = result.best
     rel_best = best.relative_to(run).as_posix() if best.is_relative_to(run) else best.name
     size = best.stat().st_size / 1e6 if best.exists() else 0
-    h, w = cfg.data.imgsz
+    h, w = size_hw
     lines = [
         f"{TITLE_PREFIX}{run.name}",
         "",
@@ -122,6 +124,8 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         f"- Classes ({spec.num_classes}): {', '.join(spec.names)}"
         + (" (binary: one logit, threshold 0.5)" if spec.binary else ""),
         f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
+        f"- Inference: {trainer.inference.describe()} (`infer`, `window`, `overlap`, `train_scale` recorded in "
+        "the checkpoint: test and predict use them by default)",
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
         f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}; "

@@ -161,7 +161,7 @@ def predict_files(
     save_dir.mkdir(parents=True, exist_ok=True)
     log(
         f"predict: {len(files)} images with {predictor.weights.name} ({predictor.kind}, "
-        f"input {predictor.imgsz[0]}x{predictor.imgsz[1]}{', TTA' if predictor.tta else ''})"
+        f"input {predictor.imgsz[0]}x{predictor.imgsz[1]}, {predictor.settings.describe()})"
     )
     writer = _Writer(predictor, save_dir, save_probs)
     results: list[PredictionResult] = []

@@ -183,6 +183,7 @@ def checkpoint_state(trainer: Any, epoch: int, step: int, with_optimizer: bool =
         "best_epoch": trainer.best_epoch,
         "metrics": {k: v for k, v in last.items() if k.startswith("val/")},
         "history": trainer.history,
+        "inference": trainer.inference.record(),  # how test/predict/export use the model by default
     }
     if with_optimizer:
         training.update(
@@ -192,7 +193,7 @@ def checkpoint_state(trainer: Any, epoch: int, step: int, with_optimizer: bool =
         )
     return trainer.model.to_checkpoint(
         trainer.spec.names,
-        trainer.cfg.data.imgsz,
+        trainer.cfg.data.crop or trainer.cfg.data.imgsz,  # the input size the network trained at
         ignore_index=trainer.spec.ignore_index,
         palette=palette_for(trainer.spec),
         **training,

@@ -9,7 +9,8 @@ no code ever runs on loading. Entries (``format_version`` 2):
 * when written by training: ``config`` (the resolved run config), ``split_stems`` (the stems of every split,
   so evaluation and export score exactly the images the run held out), ``epoch`` (epochs completed), ``step``
   (steps done in the next epoch, for an exact Ctrl-C resume), ``best_fitness``, ``best_epoch``, ``metrics``
-  (the last epoch's val metrics), ``history`` (the rows of results.csv);
+  (the last epoch's val metrics), ``history`` (the rows of results.csv), ``inference`` (how the model is
+  meant to predict: ``infer``, ``window``, ``overlap``, ``blend``, ``train_scale``; absent = resize);
 * ``last.pt`` only: ``optimizer``, ``scheduler``, ``scaler`` (or None).
 
 Files without ``format_version`` (version 1, written before it existed) hold the same entries minus
@@ -90,6 +91,7 @@ TRAINING_KEYS = {
     "best_epoch",
     "metrics",
     "history",
+    "inference",
     "optimizer",
     "scheduler",
     "scaler",

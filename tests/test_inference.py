@@ -1,0 +1,166 @@
+"""Sliding-window inference, crops and TTA, checked against references written out here (small images, CPU)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobileseg.data.crops import crop_origin, random_crop
+from mobileseg.engine.inference import slide_classes, slide_image, slide_probs
+from mobileseg.engine.inference_mode import InferenceSettings
+from mobileseg.engine.predictor import Predictor
+from mobileseg.models import Segmenter
+from mobileseg.models.model_file import load_model
+
+
+def small_net(classes: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, classes, 3, padding=1)).eval()
+
+
+def hand_stitched(net: nn.Module, image: torch.Tensor, win: int, step: int) -> torch.Tensor:
+    """The reference, written independently: windows every ``step`` pixels plus one flush with the far edge,
+    each output times a Gaussian (sigma = win / 4) added into full-size sums, divided by the summed weights."""
+    _, h, w = image.shape
+    ys = sorted(set(list(range(0, h - win, step)) + [h - win]))
+    xs = sorted(set(list(range(0, w - win, step)) + [w - win]))
+    g = [math.exp(-((i - (win - 1) / 2) ** 2) / (2 * (win / 4) ** 2)) for i in range(win)]
+    weight = torch.tensor([[a * b for b in g] for a in g], dtype=torch.float32)
+    total = torch.zeros(3, h, w)
+    norm = torch.zeros(h, w)
+    with torch.no_grad():
+        for y in ys:
+            for x in xs:
+                out = net(image[None, :, y : y + win, x : x + win])[0]
+                total[:, y : y + win, x : x + win] += out * weight
+                norm[y : y + win, x : x + win] += weight
+    return total / norm
+
+
+def test_slide_equals_a_hand_stitched_reference_on_an_odd_size():
+    net = small_net()
+    image = torch.rand(3, 90, 137)  # no side a multiple of the 64 window
+    with torch.no_grad():
+        got = slide_probs(net, image, (64, 64), overlap=0.25, blend="gaussian", batch=3)
+    assert got.shape == (3, 90, 137)
+    torch.testing.assert_close(got, hand_stitched(net, image, 64, 48), atol=1e-5, rtol=0)
+
+
+def test_slide_pads_an_image_smaller_than_the_window():
+    net = small_net()
+    image = torch.rand(3, 40, 50)
+    with torch.no_grad():
+        got = slide_probs(net, image, (64, 64))
+        padded = torch.zeros(3, 64, 64)
+        padded[:, :40, :50] = image
+        want = net(padded[None])[0, :, :40, :50]  # one window: the blend weights cancel
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_streaming_bands_give_the_full_path_s_class_map_on_a_large_image():
+    model = Segmenter(num_classes=3, encoder_weights=None, width_mult=0.35).eval()
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (3, 1000, 1300), dtype=np.uint8))
+    with torch.inference_mode():
+        full = slide_probs(model, image, (224, 224), overlap=0.25, batch=8).argmax(0).to(torch.uint8).numpy()
+        streamed = slide_classes(model, image, (224, 224), lambda p: p.argmax(0), overlap=0.25, batch=8)
+        probs, classes = slide_image(
+            model, image, (224, 224), batch=8, to_classes=lambda p: p.argmax(0), stream_pixels=1
+        )
+    assert probs is None and classes.shape == (1000, 1300)
+    np.testing.assert_array_equal(streamed, full)
+    np.testing.assert_array_equal(classes, full)
+
+
+def test_predictor_slide_at_original_size_and_tta_flip_ms_runs():
+    ckpt = Segmenter(num_classes=2, encoder_weights=None, width_mult=0.35).to_checkpoint(imgsz=(64, 64))
+    model, info, _ = load_model(ckpt)
+    settings = InferenceSettings(infer="slide", window=(64, 64), train_scale=0.5, tta="flip+ms", tta_scales=(0.75, 1.0))
+    p = Predictor(model, info, settings=settings)
+    result = p.predict_image(np.random.default_rng(0).integers(0, 255, (150, 97, 3), dtype=np.uint8))
+    assert result.mask.shape == (150, 97) and result.probs.shape == (2, 150, 97)
+    resized = Predictor(model, info, tta="flip+ms").predict_image(np.zeros((50, 70, 3), np.uint8))
+    assert resized.mask.shape == (50, 70)
+
+
+def test_crop_has_the_crop_size_and_the_fg_bias_holds():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[10:20, 250:260] = 2  # a rare class in one corner
+    image = np.zeros((3, 200, 300), np.uint8)
+    img, m = random_crop(image, mask, (64, 96), 0.5, 255, rng)
+    assert img.shape == (3, 64, 96) and m.shape == (64, 96)
+    small_img, small_mask = random_crop(image[:, :40, :50], mask[:40, :50], (64, 64), 0.5, 255, rng)
+    assert small_img.shape == (3, 64, 64) and (small_mask[40:] == 255).all() and (small_mask[:, 50:] == 255).all()
+
+    def hit_rate(fg: float) -> float:
+        hits = 0
+        for _ in range(400):
+            y, x = crop_origin(mask, (64, 64), fg, 255, rng)
+            hits += bool((mask[y : y + 64, x : x + 64] == 2).any())
+        return hits / 400
+
+    uniform = (64 / 200) * (64 / 300) * 1.6  # generous bound on a uniform crop's chance to touch the corner
+    assert hit_rate(0.0) < uniform
+    assert hit_rate(1.0) == 1.0
+    assert 0.4 < hit_rate(0.5) < 0.75
+
+
+@pytest.mark.parametrize("blend", ["linear", "mean"])
+def test_other_blends_keep_a_single_window_exact(blend):
+    net = small_net()
+    image = torch.rand(3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(slide_probs(net, image, (64, 64), blend=blend), net(image[None])[0])
+
+
+def test_train_on_crops_then_test_and_predict_slide(tmp_path):
+    """A tiny run with crop= records slide mode; test and predict use it by default, at each image's size."""
+    import json
+
+    import yaml
+    from helpers import FAST, make_shapes_dataset
+    from PIL import Image
+
+    import mobileseg
+    from mobileseg.cli import main
+    from mobileseg.models.checkpoint import load_checkpoint
+
+    data = make_shapes_dataset(tmp_path / "shapes", n=10, size=100)
+    fast = {**FAST, "imgsz": 96}
+    run = mobileseg.train(data=str(data), epochs=1, crop="64,64", train_scale=1, project=str(tmp_path / "r"), **fast)
+    ckpt = load_checkpoint(run.best)
+    assert ckpt["inference"] == {
+        "infer": "slide",
+        "window": [64, 64],
+        "overlap": 0.25,
+        "blend": "gaussian",
+        "train_scale": 1.0,
+    }
+    assert ckpt["imgsz"] == [64, 64]
+    assert yaml.safe_load((run.save_dir / "args.yaml").read_text())["predict"]["infer"] == "slide"
+    assert "slide 64x64 windows" in (run.save_dir / "README.md").read_text()
+
+    metrics = mobileseg.test(weights=str(run.best), project=str(tmp_path / "r"), **FAST)
+    report = json.loads((Path(metrics["save_dir"]) / "metrics.json").read_text())
+    assert report["inference"]["infer"] == "slide" and 0 <= metrics["iou"] <= 1
+
+    out = tmp_path / "pred"
+    main(["predict", f"weights={run.best}", f"source={data / 'images'}", f"out={out}", "tta=flip+ms", "verbose=false"])
+    assert Image.open(out / "s00_mask.png").size == (100, 100)
+
+
+def test_check_data_reports_sizes_and_suggests_crops_for_large_images(tmp_path):
+    from helpers import make_shapes_dataset
+
+    from mobileseg.data import check_dataset, resolve_dataset
+    from mobileseg.data.crops import size_advice
+
+    assert size_advice([(500, 400)] * 3, (224, 224)) == []  # under 4x the model's pixels: nothing to say
+    report = check_dataset(resolve_dataset(str(make_shapes_dataset(tmp_path / "big", n=4, size=640))), imgsz=(64, 64))
+    text = report.format()
+    assert "median 640x640" in text and "throws away 99.0%" in text and "crop=128,128" in text
