@@ -239,6 +239,7 @@ def test_init_args_and_from_config() -> None:
         "decoder_dropout": 0.1,
         "freeze_encoder": False,
         "freeze_bn": True,
+        "in_channels": 3,
     }
     assert model.freeze_bn and model.names is None and model.imgsz == (224, 224)
     assert Segmenter(**model.init_args).state_dict().keys() == model.state_dict().keys()

@@ -161,7 +161,8 @@ def benchmark(
         model, info, ckpt = _load(weights)
         h, w = info.imgsz
         g = torch.Generator().manual_seed(0)
-        x1, xn = torch.rand(1, 3, h, w, generator=g), torch.rand(batch, 3, h, w, generator=g)
+        c = info.in_channels
+        x1, xn = torch.rand(1, c, h, w, generator=g), torch.rand(batch, c, h, w, generator=g)
         log(
             f"benchmark: {weights} on {cpu}, {threads} threads (torch and ONNX Runtime), input {h}x{w}, "
             f"batch-1 latency over {runs} runs and batch-{batch} throughput, {warmup} warm-up runs"
@@ -228,7 +229,9 @@ def _int8_onnx(
         return None, f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
     spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
     n = cfg.export.calib_images
-    calib = split_images(spec, "train", info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+    calib = split_images(spec, "train", info.imgsz, n) or source_images(
+        cfg.predict.source, info.imgsz, n, info.in_channels
+    )
     if calib is None:
         return None, f"no calibration images: {why_not or 'no train split'}"
     quantized = quantize_int8(model, tmp / f"{weights.stem}.int8.onnx", calib.images, info, cfg.export.opset)

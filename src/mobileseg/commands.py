@@ -55,7 +55,10 @@ def check_data(cfg: ConfigLike = None, **overrides: Any) -> DataReport:
     """Check a dataset (``mobileseg check-data``): counts, sizes, mask values and every problem with its file."""
     cfg = resolve_config(cfg, overrides)
     d = cfg.data
-    return check_dataset(resolve_dataset(d.dataset, d.preset, d.split_ratios, d.split_seed))
+    spec = resolve_dataset(
+        d.dataset, d.preset, d.split_ratios, d.split_seed, channels=d.channels, mask_resize=d.mask_resize
+    )
+    return check_dataset(spec, imgsz=d.imgsz)
 
 
 def predict(cfg: ConfigLike = None, **overrides: Any) -> PredictRun:

@@ -81,6 +81,18 @@ class DataConfig(_Section):
     )
     preset: str | None = Field(None, description="preset ('oxford_pets', 'camvid') applied to a folder")
     imgsz: tuple[int, int] = Field((224, 224), description="model input size: one int or H,W (x32)")
+    channels: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="input bands: 3 = RGB (grayscale images converted); 1 = grey, N = multi-band (TIFF): the "
+        "files' own bands and bit depth (16-bit scaled by 65535), normalised by train-split statistics",
+    )
+    mask_resize: Literal["none", "nearest"] | None = Field(
+        None,
+        description="nearest = resize masks of another size than their image (scaled copies) to it; "
+        "empty = the dataset YAML's mask_resize, else a size mismatch is an error",
+    )
     cache: Literal["ram", "disk", "none", "auto"] = Field("auto", description="cache of decoded samples")
     split_ratios: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="train/val/test ratios of the automatic split"

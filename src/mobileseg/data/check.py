@@ -20,6 +20,7 @@ from PIL import ImageOps
 
 from mobileseg.config import DataConfig
 
+from .bands import RGB_CHANNELS, read_bands
 from .loading import SWAPPING_ORIENTATIONS, DataError, decode_file, mask_array, reorient_mask
 from .resolve import resolve_dataset
 from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, relative, short_list
@@ -131,6 +132,7 @@ class _Inspected:
     size: tuple[int, int] | None = None
     counts: dict[Any, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
@@ -138,7 +140,10 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
     rel = spec.root
     geometry = None
     try:  # the strict decode of training (JPEGs at 1/8 scale: the whole stream is still read and checked)
-        geometry = decode_file(sample.image, "image", draft=(1, 1))[1]
+        if spec.channels == RGB_CHANNELS:
+            geometry = decode_file(sample.image, "image", draft=(1, 1))[1]
+        else:  # the band count and bit depth are checked too
+            geometry = read_bands(sample.image, spec.channels)[1]
     except DataError as e:
         out.errors.append(str(e).replace(str(sample.image), relative(sample.image, rel)))
     if geometry is not None:
@@ -154,10 +159,7 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
         return out
     arr = reorient_mask(arr, geometry)
     if out.size is not None and (arr.shape[1], arr.shape[0]) != out.size:
-        out.errors.append(
-            f"size mismatch: image {relative(sample.image, rel)} is {out.size[0]}x{out.size[1]}, mask "
-            f"{relative(sample.mask, rel)} is {arr.shape[1]}x{arr.shape[0]}"
-        )
+        size_problem(spec, sample, out, (arr.shape[1], arr.shape[0]))
     if arr.ndim == 3:
         packed = (arr[..., 0].astype(np.int32) << 16) | (arr[..., 1].astype(np.int32) << 8) | arr[..., 2]
         values, counts = np.unique(packed, return_counts=True)
@@ -173,6 +175,23 @@ def _inspect(spec: DatasetSpec, sample: Sample) -> _Inspected:
         values, counts = np.unique(arr, return_counts=True)
         out.counts = {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
     return out
+
+
+def size_problem(spec: DatasetSpec, sample: Sample, out: _Inspected, mask_wh: tuple[int, int]) -> None:
+    """A mask of another size than its image: an error, unless ``mask_resize`` says to resize it; then a warning
+    only when the aspect ratios differ (the mask would be stretched). The error suggests ``mask_resize: nearest``
+    when the aspect ratios agree within 2 % (the mask is most likely a scaled copy)."""
+    assert out.size is not None
+    (iw, ih), (mw, mh) = out.size, mask_wh
+    same_shape = abs((iw / ih) / (mw / mh) - 1) <= 0.02
+    mask = relative(sample.mask or sample.image, spec.root)
+    what = f"image {relative(sample.image, spec.root)} is {iw}x{ih}, mask {mask} is {mw}x{mh}"
+    if spec.mask_resize is None:
+        hint = "; the aspect ratios agree, so the mask looks like a scaled copy: add 'mask_resize: nearest' to the "
+        hint += "dataset YAML (or mask_resize=nearest) to resize masks to their images"
+        out.errors.append(f"size mismatch: {what}" + (hint if same_shape else ""))
+    elif not same_shape:
+        out.warnings.append(f"mask_resize stretches a mask whose aspect ratio differs from its image's: {what}")
 
 
 def _meaning(spec: DatasetSpec, value: Any) -> tuple[str, int]:
@@ -211,6 +230,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
     files_with: dict[Any, list[str]] = {}
     for r in results:
         errors.extend(r.errors)
+        warnings.extend(r.warnings)
         for v, c in r.counts.items():
             totals[v] = totals.get(v, 0) + c
             if r.sample.mask is not None:
@@ -243,7 +263,8 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
     if totals:
         for name, n in class_pixels.items():
             if n == 0:
-                warnings.append(f"class '{name}' has no pixels in any mask")
+                how = " (no raw value maps to it: check mask_values)" if spec.mask_values is not None else ""
+                warnings.append(f"class '{name}' has no pixels in any mask{how}")
 
     by_file = {(r.sample.image, r.sample.mask): r.counts for r in results}
     split_class_pixels: dict[str, dict[str, int]] = {}
@@ -256,6 +277,7 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
                     per_class[spec.names[cls]] += c
         if spec.splits.get(s):
             split_class_pixels[s] = per_class
+    warnings.extend(train_gaps(spec, class_pixels, split_class_pixels.get("train")))
 
     report = DataReport(
         source=spec.source,
@@ -282,13 +304,35 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
     return report
 
 
+def train_gaps(spec: DatasetSpec, class_pixels: dict[str, int], train: dict[str, int] | None) -> list[str]:
+    """Warnings for classes with pixels elsewhere but none in the train split: the model never sees them, which
+    a mapping (``mask_values``) that sends every value of a class elsewhere, or an unlucky split, causes."""
+    if not train:
+        return []
+    how = "mask_values" if spec.mask_values is not None else "the split"
+    return [
+        f"class '{name}' has no pixels in the train split ({class_pixels[name]} in val/test): the model cannot learn "
+        f"it; check {how}"
+        for name, n in train.items()
+        if n == 0 and class_pixels.get(name, 0) > 0
+    ]
+
+
 def load_dataset(cfg: DataConfig, check: bool = True, stems: dict[str, list[str]] | None = None) -> DatasetSpec:
     """Resolve the configured dataset and check it; ``stems`` reuses a recorded split exactly.
 
     Raises:
         DataError: with the whole report text when the check finds errors, before any training work is done.
     """
-    spec = resolve_dataset(cfg.dataset, cfg.preset, tuple(cfg.split_ratios), cfg.split_seed, stems=stems)
+    spec = resolve_dataset(
+        cfg.dataset,
+        cfg.preset,
+        tuple(cfg.split_ratios),
+        cfg.split_seed,
+        stems=stems,
+        channels=cfg.channels,
+        mask_resize=cfg.mask_resize,
+    )
     if check:
         report = check_dataset(spec)
         spec.report = report

@@ -3,14 +3,15 @@
 Decoding a JPEG and resizing it costs far more than a training step's share of a small model on a CPU, so every
 sample is decoded and resized exactly once and kept as uint8 at model size:
 
-* ``cache='ram'``: two preallocated numpy arrays (images ``[N, 3, H, W]``, masks ``[N, H, W]``), filled lazily
-  or up front by :meth:`SegmentationDataset.prefill`. DataLoader workers started by ``fork`` after a prefill
-  share those pages copy-on-write (a numpy array is a single object, so reading it does not touch its pages);
-  without a prefill each worker process fills its own copy lazily (correct, but decodes once per worker).
-* ``cache='disk'``: one ``.npy`` per sample (image and mask stacked as ``[4, H, W]`` uint8), named by a hash of
-  the files' path, mtime and size, the model size and the mask mapping, so an edited file or a new mapping is
-  never served stale. Files are written to a temporary name and renamed, so a crash or two processes writing
-  the same sample never leave a torn file.
+* ``cache='ram'``: two preallocated numpy arrays (images ``[N, C, H, W]``: uint8 RGB, uint16 for other band
+  counts; masks ``[N, H, W]``), filled lazily or up front by :meth:`SegmentationDataset.prefill`. DataLoader
+  workers started by ``fork`` after a prefill share those pages copy-on-write (a numpy array is a single object,
+  so reading it does not touch its pages); without a prefill each worker process fills its own copy lazily
+  (correct, but decodes once per worker).
+* ``cache='disk'``: one ``.npy`` per sample (image and mask stacked as ``[C + 1, H, W]`` of the image dtype),
+  named by a hash of the files' path, mtime and size, the model size and the mask mapping, so an edited file or a
+  new mapping is never served stale. Files are written to a temporary name and renamed, so a crash or two
+  processes writing the same sample never leave a torn file.
 * ``cache='auto'``: RAM when the whole split fits in a quarter of the available memory, else disk.
 * ``cache='none'``: decode every time (for datasets that change while training, or tests).
 """
@@ -29,11 +30,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .bands import RGB_CHANNELS, read_bands, resize_bands, unit, widen
 from .loading import DataError, open_image_geometry, read_mask, resize_nearest
 from .spec import DatasetSpec, Sample
 
 CACHE_MODES = ("ram", "disk", "none", "auto")
 CACHE_VERSION = 1  # bump when decoding changes, so old disk caches are not reused
+Geometry = tuple[tuple[int, int], int]
 
 
 def available_memory() -> int:
@@ -62,13 +65,14 @@ def available_memory() -> int:
     return avail
 
 
-def resolve_cache(cache: str, n: int, imgsz: tuple[int, int]) -> str:
-    """'auto' -> 'ram' if ``n`` samples at ``imgsz`` (3 + 1 bytes a pixel) fit in a quarter of free memory."""
+def resolve_cache(cache: str, n: int, imgsz: tuple[int, int], pixel_bytes: int = 4) -> str:
+    """'auto' -> 'ram' if ``n`` samples at ``imgsz`` (``pixel_bytes`` a pixel: 3 + 1 for RGB) fit in a quarter of
+    free memory."""
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
     if cache != "auto":
         return cache
-    need = n * 4 * imgsz[0] * imgsz[1]
+    need = n * pixel_bytes * imgsz[0] * imgsz[1]
     return "ram" if need <= available_memory() // 4 else "disk"
 
 
@@ -106,26 +110,33 @@ def recommended_workers(cache: str) -> int:
     return min(8, cores // 2) if not cached else min(4, cores // 2)
 
 
+def decode_image(spec: DatasetSpec, sample: Sample, imgsz: tuple[int, int]) -> tuple[np.ndarray, Geometry]:
+    """One image at model size, ``[C, H, W]`` (bilinear, antialiased): uint8 RGB for ``spec.channels == 3``, else
+    uint16 with the file's bands (:mod:`mobileseg.data.bands`); plus its ``(stored (w, h), orientation)``."""
+    h, w = imgsz
+    if spec.channels != RGB_CHANNELS:
+        bands, geometry = read_bands(sample.image, spec.channels)
+        return np.ascontiguousarray(widen(resize_bands(bands, (h, w))).transpose(2, 0, 1)), geometry
+    image, geometry = open_image_geometry(sample.image, draft=(w, h))
+    img = np.asarray(image.resize((w, h), Image.Resampling.BILINEAR) if image.size != (w, h) else image)
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), geometry
+
+
 def decode_sample(spec: DatasetSpec, sample: Sample, imgsz: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pair at model size: image ``[3, H, W]`` uint8 (bilinear, antialiased), mask ``[H, W]`` uint8
-    class indices (nearest on raw values, then the lookup table).
+    """Decode one pair at model size: image ``[C, H, W]`` (:func:`decode_image`), mask ``[H, W]`` uint8 class
+    indices (nearest on raw values, then the lookup table).
 
     Raises:
-        DataError: naming the file for unreadable files, a size mismatch or unmapped mask values.
+        DataError: naming the file for unreadable files, a size mismatch (unless ``spec.mask_resize``) or
+            unmapped mask values.
     """
     h, w = imgsz
-    image, geometry = open_image_geometry(sample.image, draft=(w, h))
-    displayed = image.size  # after EXIF orientation
-    if geometry[1] in (5, 6, 7, 8):
-        full = (geometry[0][1], geometry[0][0])
-    else:
-        full = geometry[0]
-    img = np.asarray(image.resize((w, h), Image.Resampling.BILINEAR) if displayed != (w, h) else image)
-    img = np.ascontiguousarray(img.transpose(2, 0, 1))
+    img, geometry = decode_image(spec, sample, imgsz)
+    full = (geometry[0][1], geometry[0][0]) if geometry[1] in (5, 6, 7, 8) else geometry[0]
     if sample.mask is None:
         return img, np.full((h, w), spec.ignore_index, np.uint8)
     raw = read_mask(sample.mask, palette=spec.palette is not None, geometry=geometry)
-    if (raw.shape[1], raw.shape[0]) != full:
+    if (raw.shape[1], raw.shape[0]) != full and spec.mask_resize is None:
         raise DataError(
             f"size mismatch: image {sample.image} is {full[0]}x{full[1]} but mask {sample.mask} is "
             f"{raw.shape[1]}x{raw.shape[0]}"
@@ -141,7 +152,7 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs of one split at model size.
 
     ``load(i)`` gives the cached uint8 pair (what augmentation works on); ``dataset[i]`` gives what the model
-    eats: float32 image ``[3, H, W]`` in [0, 1] (not normalised: the model normalises, so exported models take
+    eats: float32 image ``[C, H, W]`` in [0, 1] (not normalised: the model normalises, so exported models take
     plain pixels) and an int64 mask ``[H, W]`` of class indices with ``ignore_index`` where unlabelled.
 
     Args:
@@ -169,7 +180,11 @@ class SegmentationDataset(Dataset):
         self.imgsz = (int(imgsz[0]), int(imgsz[1]))
         self.transform = transform
         self.samples: list[Sample] = list(spec.splits[split])
-        self.cache = resolve_cache(cache, len(self.samples), self.imgsz)
+        self.channels = int(spec.channels)
+        # The cached image dtype: uint8 RGB as always; other band counts as uint16 (8-bit files widened).
+        self.dtype = np.dtype(np.uint8 if self.channels == RGB_CHANNELS else np.uint16)
+        pixel_bytes = self.channels * self.dtype.itemsize + 1
+        self.cache = resolve_cache(cache, len(self.samples), self.imgsz, pixel_bytes)
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
         self._filled: np.ndarray | None = None
@@ -216,10 +231,11 @@ class SegmentationDataset(Dataset):
     def _from_disk(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         path = self._disk_path(i)
         h, w = self.imgsz
-        try:
+        c = self.channels
+        try:  # image and mask stacked: [C + 1, H, W] of the image dtype
             arr = np.load(path, allow_pickle=False)
-            if arr.shape == (4, h, w) and arr.dtype == np.uint8:
-                return arr[:3], arr[3]
+            if arr.shape == (c + 1, h, w) and arr.dtype == self.dtype:
+                return arr[:c], arr[c].astype(np.uint8)
         except (OSError, ValueError, EOFError):
             pass  # missing or unreadable: decode and rewrite
         img, mask = decode_sample(self.spec, self.samples[i], self.imgsz)
@@ -227,7 +243,7 @@ class SegmentationDataset(Dataset):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
-                np.save(f, np.concatenate([img, mask[None]], axis=0))
+                np.save(f, np.concatenate([img, mask[None].astype(self.dtype)], axis=0))
             os.replace(tmp, path)  # atomic: readers see the old state or the whole file
         except OSError:  # a full or read-only disk costs speed, not the run
             tmp.unlink(missing_ok=True)
@@ -241,7 +257,7 @@ class SegmentationDataset(Dataset):
                     # np.empty commits no memory until a page is written, so unfilled samples cost nothing.
                     self._masks = np.empty((n, h, w), np.uint8)
                     self._filled = np.zeros(n, bool)
-                    self._images = np.empty((n, 3, h, w), np.uint8)
+                    self._images = np.empty((n, self.channels, h, w), self.dtype)
         assert self._images is not None and self._masks is not None and self._filled is not None
         if not self._filled[i]:
             img, mask = decode_sample(self.spec, self.samples[i], self.imgsz)
@@ -278,17 +294,25 @@ class SegmentationDataset(Dataset):
     # ---------------------------------------------------------------------------------------------- access
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached pair: uint8 image ``[3, H, W]`` and uint8 mask ``[H, W]`` (copies: safe to modify)."""
+        """The cached pair: image ``[C, H, W]`` (uint8 RGB, or float32 in [0, 1] for other band counts, which
+        torchvision's transforms handle where they would not handle uint16) and uint8 mask ``[H, W]`` (copies:
+        safe to modify). :func:`mobileseg.data.bands.unit` turns either image into [0, 1]."""
         img, mask = self._arrays(i)
+        if img.dtype == np.uint16:
+            return torch.from_numpy(img.astype(np.float32) / 65535.0), torch.from_numpy(np.array(mask))
         return torch.from_numpy(np.array(img)), torch.from_numpy(np.array(mask))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img_np, mask_np = self._arrays(i)
         # Views of the cache: the transform and the dtype conversions below allocate new tensors, never write.
-        img, mask = torch.from_numpy(img_np), torch.from_numpy(mask_np)
+        if img_np.dtype == np.uint16:
+            img = torch.from_numpy(img_np.astype(np.float32) / 65535.0)
+        else:
+            img = torch.from_numpy(img_np)
+        mask = torch.from_numpy(mask_np)
         if self.transform is not None:
             img, mask = self.transform(img, mask)
-        return img.float().div_(255), mask.long()
+        return unit(img), mask.long()
 
     def __repr__(self) -> str:
         return (

@@ -28,10 +28,21 @@ from .files import (
     split_folders,
 )
 from .loading import DataError
-from .spec import SPLITS, DatasetSpec, Sample, parse_classes, parse_colors, relative, short_list
+from .spec import MASK_RESIZE, SPLITS, DatasetSpec, Sample, parse_classes, parse_colors, relative, short_list
 
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
-YAML_KEYS = {"path", "preset", "names", "mask_values", "ignore_index", "palette", "colors", "splits", "val_fraction"}
+YAML_KEYS = {
+    "path",
+    "preset",
+    "names",
+    "mask_values",
+    "ignore_index",
+    "palette",
+    "colors",
+    "splits",
+    "val_fraction",
+    "mask_resize",
+}
 Issues = list[tuple[str, str]]
 
 
@@ -63,6 +74,8 @@ def resolve_dataset(
     split_seed: int = 0,
     *,
     stems: dict[str, list[str]] | None = None,
+    channels: int = 3,
+    mask_resize: str | None = None,
 ) -> DatasetSpec:
     """Turn a dataset argument into a :class:`DatasetSpec` (files listed, nothing decoded).
 
@@ -74,6 +87,9 @@ def resolve_dataset(
         split_ratios: train/val/test ratios of the random split (used only when there are no lists/folders).
         split_seed: seed of the random split and of ``val_fraction``.
         stems: a split recorded earlier (``split_info['stems']`` from a run's args.yaml) to reuse exactly.
+        channels: input bands (the config's ``channels``; 3 = RGB), recorded in the spec for decoding.
+        mask_resize: 'nearest' to resize masks of another size than their image (the config's key; None = the
+            YAML's ``mask_resize``, else a size mismatch is an error).
 
     Raises:
         DataError: with a message naming the path when it cannot be resolved.
@@ -93,6 +109,7 @@ def resolve_dataset(
     val_fraction = loc.doc.get("val_fraction")
     if val_fraction is not None and not (isinstance(val_fraction, int | float) and 0 < val_fraction < 1):
         raise DataError(f"{where}: 'val_fraction' must be between 0 and 1 (got {val_fraction!r})")
+    resize = _mask_resize(mask_resize or loc.doc.get("mask_resize"), where)
     issues: Issues = []
     pools = _pools(root, issues)
     yaml_dir = loc.yaml_dir or root
@@ -118,7 +135,18 @@ def resolve_dataset(
         source=loc.source,
         issues=issues,
         colors=colors,
+        channels=int(channels),
+        mask_resize=resize,
     )
+
+
+def _mask_resize(value: Any, where: str) -> str | None:
+    """The ``mask_resize`` value checked: 'nearest', or None ('none', empty) for "a size mismatch is an error"."""
+    if value is None or str(value).lower() in ("none", "", "false"):
+        return None
+    if str(value).lower() not in MASK_RESIZE:
+        raise DataError(f"{where}: mask_resize must be one of {list(MASK_RESIZE)} or none (got {value!r})")
+    return str(value).lower()
 
 
 def _locate(dataset: str | Path | None, preset: str | None) -> _Located:

@@ -10,6 +10,8 @@ Dataset YAML (every key optional)::
     preset: oxford_pets          # start from a bundled preset, then override keys below
     names: [background, pet]     # or {0: background, 1: pet}
     mask_values: {1: 1, 2: 0, 3: pet, 255: ignore}   # raw value -> class index, class name or ignore
+                                 # '*': 3 (or '*': ignore) = every raw value not listed
+    mask_resize: nearest         # masks that are scaled copies of their images: resized (default: an error)
     ignore_index: 255
     palette: [[0, 0, 0], [128, 0, 0]]                 # RGB masks: colour i is raw value i
     splits:                      # list files (one stem a line), relative to the root
@@ -33,6 +35,8 @@ from .loading import DataError
 SPLITS = ("train", "val", "test")
 BINARY_NAMES = ["background", "foreground"]
 UNMAPPED = -1  # LUT sentinel for raw values the mapping does not mention
+ANY_VALUE = -1  # mask_values key of the '*' entry: every raw value the mapping does not list
+MASK_RESIZE = ("nearest",)  # values of ``mask_resize`` (None: a mask of another size than its image is an error)
 
 
 @dataclass
@@ -62,6 +66,11 @@ class DatasetSpec:
     report: Any = None
     # Display colours, one per class (YAML ``colors``), for figures and overlays only; ``palette`` decodes masks.
     colors: list[tuple[int, int, int]] | None = None
+    # Bands of the model input (config ``channels``): 3 reads every image as RGB, anything else keeps the file's
+    # bands and bit depth (mobileseg.data.bands).
+    channels: int = 3
+    # 'nearest': a mask whose size differs from its image's is resized to it (scaled copies); None: an error.
+    mask_resize: str | None = None
     _lut: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -87,7 +96,12 @@ class DatasetSpec:
     def mapping_key(self) -> str:
         """A stable text of everything that changes encoded masks (part of the disk-cache key)."""
         mv = None if self.mask_values is None else sorted(self.mask_values.items())
-        return json.dumps({"mv": mv, "palette": self.palette, "ignore": self.ignore_index})
+        key: dict[str, Any] = {"mv": mv, "palette": self.palette, "ignore": self.ignore_index}
+        if self.channels != 3:  # only when not the default, so RGB caches written before stay valid
+            key["channels"] = self.channels
+        if self.mask_resize:
+            key["mask_resize"] = self.mask_resize
+        return json.dumps(key)
 
     def lut(self) -> np.ndarray:
         """Raw value (0..65535) -> class index / ignore_index, or UNMAPPED; int16 for the sentinel."""
@@ -100,8 +114,12 @@ class DatasetSpec:
                     lut[:] = 1
                     lut[0] = 0
             else:
+                if ANY_VALUE in self.mask_values:  # '*': the default of every value not listed
+                    default = self.mask_values[ANY_VALUE]
+                    lut[:] = self.ignore_index if default is None else default
                 for raw, cls in self.mask_values.items():
-                    lut[raw] = self.ignore_index if cls is None else cls
+                    if raw != ANY_VALUE:
+                        lut[raw] = self.ignore_index if cls is None else cls
             self._lut = lut
         return self._lut
 
@@ -194,10 +212,10 @@ def _parse_mapping(raw: Any, names: list[str] | None, ignore_index: int, where: 
     out: dict[int, int | None] = {}
     for k, v in raw.items():
         try:
-            key = int(k)
+            key = ANY_VALUE if str(k).strip() == "*" else int(k)
         except (TypeError, ValueError):
-            raise DataError(f"{where}: mask value '{k}' is not an integer") from None
-        if not 0 <= key <= 65535:
+            raise DataError(f"{where}: mask value '{k}' is not an integer (or '*' for every other value)") from None
+        if key != ANY_VALUE and not 0 <= key <= 65535:
             raise DataError(f"{where}: mask value {key} is outside 0..65535")
         if v is None or (isinstance(v, str) and v.lower() == "ignore") or v == ignore_index:
             out[key] = None
@@ -208,7 +226,8 @@ def _parse_mapping(raw: Any, names: list[str] | None, ignore_index: int, where: 
         elif isinstance(v, str) and names and v in names:
             out[key] = names.index(v)
         else:
-            raise DataError(f"{where}: mask value {key} -> {v!r} is not a class index, class name or 'ignore'")
+            shown = "'*'" if key == ANY_VALUE else key
+            raise DataError(f"{where}: mask value {shown} -> {v!r} is not a class index, class name or 'ignore'")
     return out
 
 

@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from mobileseg.config import DataConfig
 
+from .bands import unit
 from .dataset import SegmentationDataset
 
 
@@ -47,7 +48,7 @@ def build_transforms(cfg: DataConfig, train: bool, ignore_index: int = 255) -> C
 
     Order: flips, then one affine (zoom ``scale`` and rotation ``+-degrees`` about the centre; bilinear for the
     image, nearest for the mask, outside pixels = ``ignore_index`` in the mask and black in the image), then
-    colour jitter (brightness/contrast/saturation, image only).
+    colour jitter (brightness/contrast/saturation, image only; grey and RGB input only).
     """
     if not train or not cfg.augment:
         return None
@@ -66,7 +67,7 @@ def build_transforms(cfg: DataConfig, train: bool, ignore_index: int = 255) -> C
                 fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index},
             )
         )
-    if cfg.color_jitter > 0:
+    if cfg.color_jitter > 0 and cfg.channels in (1, 3):  # torchvision's colour ops take grey or RGB only
         j = cfg.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     if not steps:
@@ -89,4 +90,4 @@ class SeededAugment(Dataset):
         if self.transform is not None:
             torch.manual_seed((self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**63)
             image, mask = self.transform(image, mask)
-        return image.float().div(255), mask.long()
+        return unit(image), mask.long()

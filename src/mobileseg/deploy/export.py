@@ -159,7 +159,7 @@ def export_pretrained(
     images = [p for p in (run / "val_predictions.png", run / "results.png") if p.is_file()]
     meta = {"names": info.names, "imgsz": list(info.imgsz), "palette": info.palette, "ignore_index": info.ignore_index}
     model.save_pretrained(folder, info=meta, metrics=metrics, images=images)
-    x = torch.rand(2, 3, *info.imgsz, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, info.in_channels, *info.imgsz, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         same = bool(torch.equal(model(x), Segmenter.from_pretrained(folder)(x)))
     parity = ParityReport(0.0 if same else float("inf"), 0.0 if same else 1.0, same, 2, 0.0, 0.0)
@@ -177,17 +177,20 @@ def check_images(
     an int8 export in a second rather than after the fp32 export.
     """
     n = max(2, cfg.train.batch)
-    parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(cfg.predict.source, info.imgsz, n)
+    c = info.in_channels
+    parity_set = split_images(spec, ("test", "val"), info.imgsz, n) or source_images(
+        cfg.predict.source, info.imgsz, n, c
+    )
     if parity_set is None:
         warn(
             f"no real images for the parity check ({why_not or 'no test/val split'}; no source=): "
             f"checking on random noise, which exercises the graph but not the model's typical inputs"
         )
-        parity_set = noise_images(info.imgsz, n, cfg.runtime.seed)
+        parity_set = noise_images(info.imgsz, n, cfg.runtime.seed, c)
     if not cfg.export.int8:
         return parity_set, None
     k = cfg.export.calib_images
-    calib = split_images(spec, "train", info.imgsz, k) or source_images(cfg.predict.source, info.imgsz, k)
+    calib = split_images(spec, "train", info.imgsz, k) or source_images(cfg.predict.source, info.imgsz, k, c)
     if calib is None:
         raise ExportError(
             f"int8 needs calibration images: {why_not or 'the dataset has no train split'}; "

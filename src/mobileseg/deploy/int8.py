@@ -173,7 +173,7 @@ def export_int8(
     with quiet():
         ref, q = OnnxBackend(fp32, threads), OnnxBackend(out, threads)
         max_abs, differ = compare(ref, q, parity_set.images, conf)
-        x = torch.rand(batch, 3, *info.imgsz, generator=torch.Generator().manual_seed(0))
+        x = torch.rand(batch, info.in_channels, *info.imgsz, generator=torch.Generator().manual_seed(0))
         candidates = [
             Candidate("fp32", lambda: ref(x[:1]), lambda: ref(x)),
             Candidate("int8", lambda: q(x[:1]), lambda: q(x)),

@@ -57,7 +57,7 @@ def metadata(info: ModelInfo, outputs: str, conf: float, **extra: str) -> dict[s
 
 def sample_input(info: ModelInfo) -> torch.Tensor:
     h, w = info.imgsz
-    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    return torch.rand(1, info.in_channels, h, w, generator=torch.Generator().manual_seed(0))
 
 
 def calibration_batch(calib_images: Any, what: str) -> torch.Tensor:
@@ -120,7 +120,7 @@ def pick_check_images(images: Any, calib: torch.Tensor | None, info: ModelInfo) 
         return as_batch(images)
     if calib is not None:
         return calib[:4]
-    return torch.rand(2, 3, *info.imgsz, generator=torch.Generator().manual_seed(0))
+    return torch.rand(2, info.in_channels, *info.imgsz, generator=torch.Generator().manual_seed(0))
 
 
 def verify_or_remove(

@@ -66,7 +66,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = info.imgsz
-    dummy = torch.rand(1, 3, h, w)
+    dummy = torch.rand(1, info.in_channels, h, w)  # the channel count is fixed in the graph
     axes: dict[int, str] = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
     try:
         with quiet():
@@ -87,7 +87,7 @@ def export_onnx(
     if dynamic_hw:
         try:
             with quiet():
-                OnnxBackend(path)(torch.rand(1, 3, h + 32, w + 32))
+                OnnxBackend(path)(torch.rand(1, info.in_channels, h + 32, w + 32))
         except Exception as e:
             warn(
                 f"the ONNX graph does not run at another input size ({str(e).splitlines()[0][:120]}); "

@@ -57,8 +57,9 @@ class MobileBackend:
     def raw(self, images: torch.Tensor) -> torch.Tensor:
         """The graph's output for each image (the graph runs at batch 1), concatenated."""
         x = images.detach().cpu().float().contiguous()
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.path}: expected images (N, 3, H, W), got {tuple(x.shape)}")
+        c = int(self.metadata.get("in_channels", 3))
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"{self.path}: expected images (N, {c}, H, W), got {tuple(x.shape)}")
         if self.imgsz and tuple(x.shape[2:]) != self.imgsz:
             h, w = self.imgsz
             raise ValueError(

@@ -15,6 +15,7 @@ import torch
 
 from mobileseg.config import Config
 from mobileseg.data import DatasetSpec, SegmentationDataset, to_rgb
+from mobileseg.data.bands import RGB_CHANNELS, read_image_input, resize_bands, unit, unit_tensor
 from mobileseg.engine.predict_run import resolve_source
 from mobileseg.errors import MobilesegError
 from mobileseg.models.model_file import load_trained_dataset, trained_data
@@ -22,7 +23,7 @@ from mobileseg.models.model_file import load_trained_dataset, trained_data
 
 @dataclass
 class ImageSet:
-    """Images at model size (float (N, 3, H, W) in [0, 1]) and a few words on where they came from."""
+    """Images at model size (float (N, C, H, W) in [0, 1]) and a few words on where they came from."""
 
     images: torch.Tensor
     origin: str
@@ -64,11 +65,12 @@ def split_images(
         used.append(f"{len(idx)} {split}")
     if not tensors:
         return None
-    return ImageSet(torch.stack(tensors).float().div(255), f"{' + '.join(used)} images of {spec.source}")
+    return ImageSet(torch.stack([unit(t) for t in tensors]), f"{' + '.join(used)} images of {spec.source}")
 
 
-def source_images(source: str | None, imgsz: tuple[int, int], n: int) -> ImageSet | None:
-    """Up to ``n`` readable images from ``source=``, resized to the model size; None if there are none."""
+def source_images(source: str | None, imgsz: tuple[int, int], n: int, channels: int = 3) -> ImageSet | None:
+    """Up to ``n`` readable images from ``source=``, resized to the model size and read with the model's
+    ``channels`` as prediction reads them; None if there are none."""
     if not source:
         return None
     from PIL import Image
@@ -80,18 +82,21 @@ def source_images(source: str | None, imgsz: tuple[int, int], n: int) -> ImageSe
         if len(tensors) >= n:
             break
         try:
+            if channels != RGB_CHANNELS:
+                tensors.append(unit_tensor(resize_bands(read_image_input(f, channels), (h, w))))  # type: ignore[arg-type]
+                continue
             im = to_rgb(f).resize((w, h), Image.Resampling.BILINEAR)
         except (OSError, ValueError, SyntaxError):  # DataError is a ValueError too
             continue
-        tensors.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+        tensors.append(unit(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)))
     if not tensors:
         return None
-    return ImageSet(torch.stack(tensors).float().div(255), f"{len(tensors)} images from {source}")
+    return ImageSet(torch.stack(tensors), f"{len(tensors)} images from {source}")
 
 
-def noise_images(imgsz: tuple[int, int], n: int, seed: int = 0) -> ImageSet:
+def noise_images(imgsz: tuple[int, int], n: int, seed: int = 0, channels: int = 3) -> ImageSet:
     g = torch.Generator().manual_seed(seed)
-    return ImageSet(torch.rand(n, 3, *imgsz, generator=g), f"{n} random-noise images")
+    return ImageSet(torch.rand(n, channels, *imgsz, generator=g), f"{n} random-noise images")
 
 
 __all__ = ["ImageSet", "noise_images", "open_dataset", "source_images", "split_images"]

@@ -21,7 +21,7 @@ def export_torchscript(model: nn.Module, path: str | Path, info: ModelInfo) -> P
     h, w = info.imgsz
     try:
         with quiet(), torch.inference_mode(False), torch.no_grad():
-            traced = torch.jit.trace(model, torch.rand(1, 3, h, w), check_trace=False)
+            traced = torch.jit.trace(model, torch.rand(1, info.in_channels, h, w), check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(info.to_metadata())})
     except Exception as e:
         raise ExportError(f"TorchScript export failed: {str(e).splitlines()[0][:300]}") from e

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from mobileseg import viz
 from mobileseg.config import Config
 from mobileseg.data import DatasetSpec, SegmentationDataset
+from mobileseg.data.bands import display_rgb, unit
 from mobileseg.data.loading import SWAPPING_ORIENTATIONS, image_geometry
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
@@ -154,9 +155,10 @@ def prediction_grid(
     with torch.inference_mode():
         for i in indices:
             image, mask = dataset.load(i)
-            logits = model(image.unsqueeze(0).float().div(255).to(device))
+            x = unit(image)  # uint8 RGB or float bands -> [0, 1]
+            logits = model(x.unsqueeze(0).to(device))
             preds.append(logits_to_pred(logits, threshold)[0].cpu().numpy().astype(np.uint8))
-            images.append(image.permute(1, 2, 0).numpy())
+            images.append(display_rgb(x.mul(255).round().byte().permute(1, 2, 0).numpy()))
             targets.append(mask.numpy())
     if isinstance(model, torch.nn.Module):
         model.train(was_training)

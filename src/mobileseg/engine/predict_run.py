@@ -10,9 +10,10 @@ import csv
 import glob
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -119,7 +120,7 @@ class _Writer:
         self.used.add(stem)
         return stem
 
-    def write(self, result: PredictionResult, image: Image.Image) -> None:
+    def write(self, result: PredictionResult, image: Image.Image | np.ndarray) -> None:
         stem = self._stem(Path(result.path or "image"))
         self.predictor.mask_image(result.mask).save(self.save_dir / f"{stem}_mask.png")
         self.predictor.overlay_image(image, result.mask).save(self.save_dir / f"{stem}_overlay.jpg", quality=90)
@@ -169,7 +170,7 @@ def predict_files(
     progress = tqdm(total=len(files), desc="  predict", leave=False, disable=None if verbose else True)
     try:
         for chunk in _batched(files, batch):
-            images, paths, decode = _decode(chunk, skipped)
+            images, paths, decode = _decode(chunk, skipped, predictor.read)
             for result, image in zip(predictor.predict_batch(images, paths, decode), images, strict=True):
                 writer.write(result, image)
                 results.append(result)
@@ -187,13 +188,16 @@ def predict_files(
     return PredictRun(results, save_dir, skipped, seconds)
 
 
-def _decode(chunk: Sequence[Path], skipped: list[tuple[str, str]]) -> tuple[list[Image.Image], list[str], list[float]]:
-    """Decode a batch's files; an unreadable one is reported in ``skipped``, never fatal for the batch."""
+def _decode(
+    chunk: Sequence[Path], skipped: list[tuple[str, str]], read: Callable[[Path], Any] = to_rgb
+) -> tuple[list[Any], list[str], list[float]]:
+    """Decode a batch's files with ``read`` (the predictor's: RGB, or the model's bands); an unreadable one is
+    reported in ``skipped``, never fatal for the batch."""
     images, paths, decode = [], [], []
     for path in chunk:
         t = time.perf_counter()
         try:
-            images.append(to_rgb(path))
+            images.append(read(path))
         except (DataError, OSError, ValueError, SyntaxError) as e:
             reason = str(e).split("\n")[0] or type(e).__name__
             warn(f"skipped {path}: {reason}")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mobileseg import viz
-from mobileseg.data import to_rgb
+from mobileseg.data.bands import display_rgb, image_hw, read_image_input, resize_bands, unit_tensor
 from mobileseg.models.model_file import ModelInfo
 
 ImageInput = Image.Image | np.ndarray | str | Path
@@ -141,6 +141,11 @@ class Predictor:
     def palette(self) -> list[tuple[int, int, int]]:
         return self.info.palette
 
+    def read(self, image: ImageInput) -> Image.Image | np.ndarray:
+        """An input as the model's training read it: an RGB PIL image (3 channels), else an HxWxC uint8/uint16
+        array of the model's bands (:func:`mobileseg.data.bands.read_image_input`)."""
+        return read_image_input(image, self.info.in_channels)
+
     def __repr__(self) -> str:
         return (
             f"Predictor({str(self.weights)!r}, backend={self.kind}, imgsz={self.imgsz}, "
@@ -148,9 +153,11 @@ class Predictor:
         )
 
     # -- steps
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> float (3, H, W) in [0, 1] at the model's input size."""
+    def preprocess(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """RGB PIL image (or HxWxC bands from :meth:`read`) -> float (C, H, W) in [0, 1] at the model's input size."""
         h, w = self.imgsz
+        if isinstance(image, np.ndarray):  # non-RGB bands (in_channels != 3), scaled by their dtype's range
+            return unit_tensor(resize_bands(image, (h, w)))
         if image.size != (w, h):
             image = image.resize((w, h), Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
@@ -189,7 +196,7 @@ class Predictor:
         """Predict one image (PIL image, HWC uint8 array, or path) at its original size."""
         path = str(image) if isinstance(image, str | Path) else None
         start = time.perf_counter()
-        rgb = to_rgb(image)
+        rgb = self.read(image)
         return self.predict_batch([rgb], [path], decode_seconds=[time.perf_counter() - start])[0]
 
     def predict_batch(
@@ -208,8 +215,8 @@ class Predictor:
         if not images:
             return []
         t0 = time.perf_counter()
-        rgb = [to_rgb(im) for im in images]
-        sizes = [(im.height, im.width) for im in rgb]
+        rgb = [self.read(im) for im in images]
+        sizes = [image_hw(im) for im in rgb]
         batch = torch.stack([self.preprocess(im) for im in rgb])
         t1 = time.perf_counter()
         probs = self.probabilities(batch)
@@ -247,7 +254,7 @@ class Predictor:
 
     def overlay_image(self, image: ImageInput, mask: np.ndarray, alpha: float = 0.5) -> Image.Image:
         """Class colours blended over the image (background left untouched)."""
-        rgb = np.asarray(to_rgb(image))
+        rgb = display_rgb(self.read(image))
         return Image.fromarray(viz.overlay(rgb, mask, self.palette, alpha, ignore_index=-1, outline=True))
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
+from mobileseg.data.bands import channel_stats
 from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
 from mobileseg.engine.loggers import build_loggers
@@ -47,6 +48,7 @@ from mobileseg.engine.setup import (
 from mobileseg.errors import ConfigError, DataError, NonFiniteLossError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import save_checkpoint
+from mobileseg.models.segmenter import set_normalization
 
 
 class Trainer:
@@ -112,8 +114,10 @@ class Trainer:
     def _setup_model(self) -> None:
         cfg = self.cfg
         out_channels = 1 if self.spec.binary else self.spec.num_classes
-        model = Segmenter.from_config(cfg.model, out_channels)
+        model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
         model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.imgsz)
+        if model.in_channels != 3 and self.resume_ckpt is None:  # ImageNet's RGB statistics do not fit other bands
+            set_normalization(model, *channel_stats(self.train_base))  # stored in the checkpoint and exports
         if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
@@ -33,6 +34,27 @@ from .weights import load_encoder_weights
 EXPAND_TAPS: tuple[int, ...] = (2, 4, 7, 14)  # blocks whose expand (conv[0]) output is a skip
 LAST_BLOCK = 17  # its output is the deepest feature; features[18] is not built into the encoder
 STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
+
+
+def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """An RGB first-conv kernel ``(out, 3, k, k)`` for ``in_channels`` inputs, as timm and
+    segmentation_models_pytorch adapt pretrained weights.
+
+    1 channel: the sum of the R, G and B kernels, so a grey image gives exactly what the RGB model gives for that
+    image copied into three channels. N channels: the RGB kernels repeated (R, G, B, R, ...) and scaled by 3/N,
+    which keeps the expected activation of the pretrained conv for inputs of similar statistics.
+
+    Example:
+        >>> w = torch.ones(32, 3, 3, 3)
+        >>> adapt_first_conv(w, 1).shape, float(adapt_first_conv(w, 4).sum(1).mean())
+        (torch.Size([32, 1, 3, 3]), 3.0)
+    """
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(1, keepdim=True)
+    index = torch.arange(in_channels) % weight.shape[1]
+    return weight[:, index] * (3.0 / in_channels)
 
 
 def run_split_block(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -59,6 +81,8 @@ class MobileNetV2Encoder(nn.Module):
         width_mult: MobileNetV2 width multiplier; channels scale and round as in torchvision.
         weights: ``'imagenet'`` (torchvision's ImageNet weights, see :func:`load_encoder_weights`), ``'none'`` or
             ``None`` (random init, as torchvision initialises), or a path to a torchvision-layout state dict.
+        in_channels: input bands; the first conv of the (pretrained or random) RGB network is adapted to them
+            with :func:`adapt_first_conv`.
 
     Attributes:
         out_channels: channels of the five feature maps, shallow to deep ((96, 144, 192, 576, 320) at x1.0).
@@ -71,7 +95,9 @@ class MobileNetV2Encoder(nn.Module):
         [(96, 32, 32), (144, 16, 16), (192, 8, 8), (576, 4, 4), (320, 2, 2)]
     """
 
-    def __init__(self, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, width_mult: float = 1.0, weights: str | os.PathLike[str] | None = None, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
@@ -85,6 +111,18 @@ class MobileNetV2Encoder(nn.Module):
         self._expand_taps = frozenset(EXPAND_TAPS)
         if weights is not None and str(weights).lower() != "none":
             load_encoder_weights(self, weights)
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        self.in_channels = int(in_channels)
+        if in_channels != 3:
+            old = self.features[0][0]
+            # fork_rng: the new conv's random init (overwritten below) must not shift the random stream, so a
+            # model built under a seed differs from its RGB twin in the first conv only.
+            with torch.random.fork_rng(devices=[]):
+                conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+            with torch.no_grad():
+                conv.weight.copy_(adapt_first_conv(old.weight, in_channels))
+            self.features[0][0] = conv
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """Return the five feature maps, shallow (stride 2) to deep (stride 32)."""
@@ -99,4 +137,4 @@ class MobileNetV2Encoder(nn.Module):
         return feats
 
 
-__all__ = ["MobileNetV2Encoder", "run_split_block", "EXPAND_TAPS", "STRIDES"]
+__all__ = ["MobileNetV2Encoder", "adapt_first_conv", "run_split_block", "EXPAND_TAPS", "STRIDES"]

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from .checkpoint import load_checkpoint
 from .hub import is_pretrained_dir, load_pretrained
 from .segmenter import Segmenter
 
-PREPROCESSING = "RGB float [0,1], NCHW, normalisation inside the model"
+PREPROCESSING = "RGB (or in_channels bands) float [0,1], NCHW, normalisation inside the model"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
@@ -57,6 +58,8 @@ class ModelInfo:
         palette: one RGB colour per class, for masks and overlays.
         ignore_index: the label value that marks unlabelled pixels in the training masks.
         dynamic_hw: whether the exported graph accepts other (multiple-of-32) input sizes.
+        in_channels: input bands (3 = RGB); other counts read images with their own bands and bit depth
+            (:mod:`mobileseg.data.bands`), in training, prediction and exports alike.
     """
 
     names: list[str]
@@ -66,6 +69,7 @@ class ModelInfo:
     palette: list[tuple[int, int, int]]
     ignore_index: int = 255
     dynamic_hw: bool = True
+    in_channels: int = 3
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +83,9 @@ class ModelInfo:
         binary = bool(getattr(model, "binary", out_channels == 1))
         imgsz = ckpt.get("imgsz") or getattr(model, "imgsz", None) or (224, 224)
         names = ckpt.get("names") or getattr(model, "names", None)
-        return cls.build(names, imgsz, binary, out_channels, ckpt.get("palette"), ckpt.get("ignore_index", 255))
+        info = cls.build(names, imgsz, binary, out_channels, ckpt.get("palette"), ckpt.get("ignore_index", 255))
+        args = ckpt.get("model_args") or {}
+        return dataclasses.replace(info, in_channels=int(getattr(model, "in_channels", args.get("in_channels", 3))))
 
     @classmethod
     def build(
@@ -91,6 +97,7 @@ class ModelInfo:
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = 255,
         dynamic_hw: bool = True,
+        in_channels: int = 3,
     ) -> ModelInfo:
         """Fill defaults: generic class names and the default palette when none were stored."""
         num_classes = 2 if binary else out_channels
@@ -106,6 +113,7 @@ class ModelInfo:
             palette=[(int(c[0]), int(c[1]), int(c[2])) for c in palette],
             ignore_index=255 if ignore_index is None else int(ignore_index),
             dynamic_hw=bool(dynamic_hw),
+            in_channels=int(in_channels),
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -122,6 +130,7 @@ class ModelInfo:
             "palette": json.dumps([list(c) for c in self.palette]),
             "ignore_index": str(self.ignore_index),
             "dynamic_hw": json.dumps(self.dynamic_hw),
+            "in_channels": str(self.in_channels),
         }
 
     @classmethod
@@ -141,6 +150,7 @@ class ModelInfo:
             json.loads(meta["palette"]) if meta.get("palette") else None,
             int(meta.get("ignore_index", 255)),
             json.loads(meta.get("dynamic_hw", "true")),
+            in_channels=int(meta.get("in_channels", 3)),
         )
 
 

@@ -35,6 +35,31 @@ DEFAULT_IMGSZ = (224, 224)
 CONFIG_ARGS = ("width_mult", "encoder_weights", "kernel_size", "decoder_dropout", "freeze_encoder", "freeze_bn")
 
 
+def default_stats(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation before the train split's own statistics are set: ImageNet's for RGB, their average for one
+    channel, cycled like the first conv's kernels (:func:`~mobileseg.models.encoder.adapt_first_conv`) for N."""
+    if in_channels == 1:
+        return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    return (
+        tuple(IMAGENET_MEAN[i % 3] for i in range(in_channels)),
+        tuple(IMAGENET_STD[i % 3] for i in range(in_channels)),
+    )
+
+
+def set_normalization(model: Segmenter, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Store per-channel input statistics in the model's ``mean``/``std`` buffers (so checkpoints and exports
+    carry them); one value per input channel.
+
+    Raises:
+        ValueError: when the counts do not match ``model.in_channels``.
+    """
+    if len(mean) != model.in_channels or len(std) != model.in_channels:
+        raise ValueError(f"{len(mean)} means / {len(std)} stds for a model of {model.in_channels} input channels")
+    with torch.no_grad():
+        model.mean.copy_(torch.tensor(mean, dtype=model.mean.dtype).view(1, -1, 1, 1))
+        model.std.copy_(torch.tensor(std, dtype=model.std.dtype).view(1, -1, 1, 1))
+
+
 def _size_hint(h: int, w: int) -> str:
     """Nearest valid sizes around ``h x w``, to put in the error message."""
 
@@ -74,6 +99,9 @@ class Segmenter(nn.Module):
         freeze_bn: keep the encoder's BatchNorm layers in eval mode during training (fixed running stats;
             their affine parameters still train unless the encoder is frozen). Keras' ``trainable=False``, as
             in the tutorial, does both, so use ``freeze_encoder=True, freeze_bn=True`` to match it.
+        in_channels: input bands (3 = RGB). Other counts adapt the first conv's (pretrained) RGB kernels
+            (:func:`~mobileseg.models.encoder.adapt_first_conv`) and take their ``mean``/``std`` from the train
+            split (:func:`set_normalization`); checkpoints without this entry are RGB models.
 
     Attributes:
         num_classes: output channels. binary: ``num_classes == 1``.
@@ -96,6 +124,7 @@ class Segmenter(nn.Module):
         decoder_dropout: float = 0.0,
         freeze_encoder: bool = False,
         freeze_bn: bool = False,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 1:
@@ -110,6 +139,7 @@ class Segmenter(nn.Module):
             "decoder_dropout": float(decoder_dropout),
             "freeze_encoder": bool(freeze_encoder),
             "freeze_bn": bool(freeze_bn),
+            "in_channels": int(in_channels),
         }
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
@@ -117,9 +147,11 @@ class Segmenter(nn.Module):
         self.freeze_encoder = False
         self.names: list[str] | None = None
         self.imgsz: tuple[int, int] = DEFAULT_IMGSZ
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=True)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=True)
-        self.encoder = MobileNetV2Encoder(width_mult=width_mult, weights=encoder_weights)
+        self.in_channels = int(in_channels)
+        mean, std = default_stats(self.in_channels)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=True)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=True)
+        self.encoder = MobileNetV2Encoder(width_mult=width_mult, weights=encoder_weights, in_channels=in_channels)
         self.decoder = Pix2PixDecoder(
             self.encoder.out_channels, num_classes=self.num_classes, kernel_size=kernel_size, dropout=decoder_dropout
         )
@@ -132,9 +164,10 @@ class Segmenter(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- forward
     def check_input(self, x: Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(N, 3, H, W)`` with H and W multiples of 32."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an RGB batch of shape (N, 3, H, W), got {tuple(x.shape)}")
+        """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, H, W)`` with H and W multiples of 32."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            what = "an RGB batch" if self.in_channels == 3 else f"a batch of {self.in_channels}-channel images"
+            raise ValueError(f"expected {what} of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % STRIDE or w % STRIDE or h == 0 or w == 0:
             raise ValueError(
@@ -151,7 +184,7 @@ class Segmenter(nn.Module):
         return self.encoder((x - self.mean) / self.std)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes, H, W)`` for RGB input ``(N, 3, H, W)`` in [0, 1]."""
+        """Logits ``(N, num_classes, H, W)`` for input ``(N, in_channels, H, W)`` in [0, 1] (RGB by default)."""
         return self.decoder(self.encode(x))
 
     # ------------------------------------------------------------------------------------------ training aids
@@ -191,7 +224,7 @@ class Segmenter(nn.Module):
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
         )
         ref = self.mean
-        x = torch.zeros(1, 3, h, w, device=ref.device, dtype=ref.dtype)
+        x = torch.zeros(1, self.in_channels, h, w, device=ref.device, dtype=ref.dtype)
         was_training = self.training
         self.eval()  # no running-stat updates, no dropout
         try:
@@ -221,9 +254,11 @@ class Segmenter(nn.Module):
 
     # ------------------------------------------------------------------------------------ build and restore
     @classmethod
-    def from_config(cls, model_cfg: ModelConfig, num_classes: int) -> Segmenter:
-        """Build from the ``model`` section of a :class:`mobileseg.config.Config`."""
-        return cls(num_classes=num_classes, **{name: getattr(model_cfg, name) for name in CONFIG_ARGS})
+    def from_config(cls, model_cfg: ModelConfig, num_classes: int, in_channels: int = 3) -> Segmenter:
+        """Build from the ``model`` section of a :class:`mobileseg.config.Config` (``in_channels``: the data
+        section's ``channels``)."""
+        args = {name: getattr(model_cfg, name) for name in CONFIG_ARGS}
+        return cls(num_classes=num_classes, in_channels=in_channels, **args)
 
     def checkpoint_args(self) -> dict[str, Any]:
         """``init_args`` as a checkpoint must store them: ``encoder_weights=None`` so a rebuild loads nothing."""

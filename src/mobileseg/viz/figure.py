@@ -40,6 +40,10 @@ def as_rgb(image: Any) -> np.ndarray:
         arr = np.repeat(arr[..., None], 3, axis=-1)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3):  # other band counts (channels=N): CHW -> HWC, then
+        if arr.shape[0] < arr.shape[-1]:  # the first three bands (or the first, as grey) are what is shown
+            arr = arr.transpose(1, 2, 0)
+        arr = arr[..., :3] if arr.shape[-1] > 3 else arr[..., :1]
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     if arr.dtype != np.uint8:
