@@ -21,6 +21,7 @@ from PIL import ImageOps
 from mobileseg.config import DataConfig
 
 from .bands import RGB_CHANNELS, read_bands
+from .crops import size_advice
 from .loading import SWAPPING_ORIENTATIONS, DataError, decode_file, mask_array, reorient_mask
 from .resolve import resolve_dataset
 from .spec import SPLITS, UNMAPPED, DatasetSpec, Sample, relative, short_list
@@ -47,6 +48,8 @@ class DataReport:
     seconds: float = 0.0
     # Labelled pixels per class of each split (the same counts, split by split), for labels.png.
     split_class_pixels: dict[str, dict[str, int]] = field(default_factory=dict)
+    median_size: tuple[int, int] | None = None  # (w, h) of the median-area image
+    advice: list[str] = field(default_factory=list)  # crop / slide settings when images dwarf imgsz
 
     @property
     def ok(self) -> bool:
@@ -75,6 +78,9 @@ class DataReport:
         if self.image_sizes:
             a, b, c, d = self.image_sizes
             lines.append(f"image sizes (w x h): {a}..{c} x {b}..{d}")
+            if self.median_size:
+                lines[-1] += f"   min {a}x{b}, median {self.median_size[0]}x{self.median_size[1]}, max {c}x{d}"
+            lines.extend(f"  NOTE: {line}" for line in self.advice)
         total = sum(self.mask_values.values()) or 1
         shown = sorted(self.mask_values.items(), key=lambda kv: kv[0])
         vals = ", ".join(f"{_fmt_value(v)} -> {self.value_meaning[v]} {n / total:.1%}" for v, n in shown[:40])
@@ -207,12 +213,13 @@ def _meaning(spec: DatasetSpec, value: Any) -> tuple[str, int]:
     return spec.describe_value(value), cls
 
 
-def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
+def check_dataset(spec: DatasetSpec, threads: int = 2, imgsz: tuple[int, int] = (224, 224)) -> DataReport:
     """Check every pair of every split; see :class:`DataReport`.
 
     Args:
         spec: from :func:`resolve_dataset`.
         threads: decoding threads (PIL releases the GIL); 2 suits small machines without hogging them.
+        imgsz: the model input size the size advice compares images with (:func:`~mobileseg.data.crops.size_advice`).
     """
     t0 = time.perf_counter()
     errors = [msg for level, msg in spec.issues if level == "error"]
@@ -299,6 +306,8 @@ def check_dataset(spec: DatasetSpec, threads: int = 2) -> DataReport:
         errors=errors,
         warnings=warnings,
         split_class_pixels=split_class_pixels,
+        median_size=sorted(sizes, key=lambda s: s[0] * s[1])[len(sizes) // 2] if sizes else None,
+        advice=size_advice(sizes, imgsz),
     )
     report.seconds = time.perf_counter() - t0
     return report

@@ -25,7 +25,9 @@ from mobileseg import viz
 from mobileseg.config import Config
 from mobileseg.data import DatasetSpec, SegmentationDataset
 from mobileseg.data.bands import display_rgb, unit
+from mobileseg.data.crops import NativeDataset
 from mobileseg.data.loading import SWAPPING_ORIENTATIONS, image_geometry
+from mobileseg.engine.inference_mode import InferenceSettings, SlideModel, resolve_settings
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
 from mobileseg.engine.model_card import update_model_card
@@ -226,18 +228,40 @@ def evaluate_split(
     loss_fn: SegmentationLoss | None = None,
     d: Dist | None = None,
     progress: bool = False,
+    settings: InferenceSettings | None = None,
 ) -> EvalResult:
     """Exact metrics of ``model`` on ``split`` of ``spec`` at ``imgsz`` (one confusion matrix over all pixels).
+
+    With slide ``settings`` (:func:`slide_setup`) the metrics are computed at each image's own size instead.
 
     Raises:
         DataError: the split is empty or missing.
     """
     if not spec.splits.get(split):
         raise DataError(f"{spec.source}: split '{split}' is empty or missing (have: {', '.join(spec.splits)})")
-    dataset = SegmentationDataset(spec, split, imgsz, cache=cache)
+    dataset, model, batch = slide_setup(model, spec, split, imgsz, batch, settings, device, cache)
     loader = eval_loader(dataset, batch, workers, d)
     per_image = not (d and d.enabled)
     return evaluate(model, loader, spec.num_classes, spec.ignore_index, device, loss_fn, conf, per_image, progress)
+
+
+def slide_setup(
+    model: Model,
+    spec: DatasetSpec,
+    split: str,
+    imgsz: tuple[int, int],
+    batch: int,
+    settings: InferenceSettings | None,
+    device: torch.device | str = "cpu",
+    cache: str = "none",
+) -> tuple[Any, Model, int]:
+    """(dataset, model, batch) of an evaluation: the split at ``imgsz`` as it always was, or, in slide mode, at
+    each image's own size (:class:`~mobileseg.data.crops.NativeDataset`, batch 1) with the model wrapped in a
+    :class:`~mobileseg.engine.inference_mode.SlideModel` (windows at ``train_scale``, TTA)."""
+    if settings is None or not settings.slide:
+        return SegmentationDataset(spec, split, imgsz, cache=cache), model, batch
+    net = SlideModel(model, settings, binary=spec.binary, device=device)
+    return NativeDataset(spec, split, settings.window or imgsz), net, 1
 
 
 def evaluate_model(
@@ -260,6 +284,7 @@ def evaluate_model(
     spec = load_trained_dataset(trained)
     if info.num_classes != spec.num_classes:
         raise DataError(f"the model predicts {info.num_classes} classes but {spec.source} defines {spec.num_classes}")
+    settings = resolve_settings(cfg, info)
     workers = cfg.data.workers if cfg.data.workers is not None else 0
     result = evaluate_split(
         model,
@@ -274,16 +299,17 @@ def evaluate_model(
         loss_fn=SegmentationLoss(info.out_channels, spec.ignore_index).to(device),
         d=d,
         progress=cfg.runtime.verbose and d.main,
+        settings=settings,
     )
     out: dict[str, Any] = {"split": split, "images": len(spec.splits[split]), **result.metrics}
     if not d.main:
         return out
     save_dir = increment_path(Path(cfg.runtime.project) / split, cfg.runtime.name, cfg.runtime.exist_ok)
-    dataset = SegmentationDataset(spec, split, info.imgsz, cache=cfg.data.cache)
-    write_report(save_dir, result, spec, dataset, model, cfg, device)
+    dataset, shown_model, _ = slide_setup(model, spec, split, info.imgsz, 1, settings, device, cfg.data.cache)
+    write_report(save_dir, result, spec, dataset, shown_model, cfg, device, settings)
     card = update_model_card(cfg.runtime.weights, save_dir, result.metrics, result.per_class, spec, len(dataset), split)
     if cfg.runtime.verbose:
-        print(f"{split}: {len(dataset)} images  {format_metrics(result.metrics)}")
+        print(f"{split}: {len(dataset)} images ({settings.describe()})  {format_metrics(result.metrics)}")
         if not spec.binary:
             print(format_table(spec.names, result.per_class))
         print(f"Results saved to {save_dir}" + (f"; model card updated: {card}" if card else ""))
@@ -299,6 +325,7 @@ def write_report(
     model: Model,
     cfg: Config,
     device: torch.device,
+    settings: InferenceSettings | None = None,
 ) -> None:
     """metrics.json, per_class.csv, per_image.csv and the pictures of one evaluation."""
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -309,6 +336,7 @@ def write_report(
         "split": dataset.split,
         "images": len(dataset),
         "imgsz": list(dataset.imgsz),
+        "inference": {**settings.record(), "tta": settings.tta} if settings else None,
         "metrics": result.metrics,
         "per_class": {n: {k: v[i] for k, v in result.per_class.items()} for i, n in enumerate(names)},
         "stems": [s.stem for s in dataset.samples],

@@ -11,6 +11,12 @@ model's input size, float in [0, 1], NCHW; the model normalises internally. Post
 softmax probabilities are upsampled *bilinearly* to the image's original size and only then thresholded
 (``conf``) or arg-maxed, which gives smoother, more accurate edges than nearest-resizing a small mask.
 
+In slide mode (``settings.infer == 'slide'``, the default for models trained on crops) each image is instead
+scaled by ``train_scale`` and predicted in overlapping windows (:mod:`mobileseg.engine.inference`); the result
+comes back to the original size by nearest neighbour, and images over ``settings.stream_pixels`` pixels stream
+row bands straight to the uint8 mask (their ``probs`` are then empty). Flip and multi-scale TTA
+(``tta='flip'|'ms'|'flip+ms'``) work in both modes.
+
 Example:
     >>> from mobileseg.models import Segmenter
     >>> from mobileseg.models.model_file import load_model
@@ -22,9 +28,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +43,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mobileseg import viz
+from mobileseg.data import to_rgb
 from mobileseg.data.bands import display_rgb, image_hw, read_image_input, resize_bands, unit_tensor
 from mobileseg.models.model_file import ModelInfo
+
+from .inference import flip_average, resize_tta, slide_image
+from .inference_mode import InferenceSettings, activation, from_record, to_classes_fn
 
 ImageInput = Image.Image | np.ndarray | str | Path
 Backend = Callable[[torch.Tensor], torch.Tensor]  # float32 NCHW images in [0, 1] -> float32 logits on the CPU
@@ -91,8 +103,11 @@ class Predictor:
             backend of :mod:`mobileseg.deploy.runtimes`); a torch module runs under ``inference_mode``.
         info: the model's metadata (names, input size, palette, binary).
         conf: foreground threshold of a binary model.
-        tta: average the probabilities of the image and its horizontal flip (twice the compute).
+        tta: ``'flip'`` (or True) averages the image and its horizontal flip, ``'ms'`` the scales of
+            ``settings.tta_scales``, ``'flip+ms'`` both; ignored when ``settings`` is given (it holds its own).
         weights: the file the model came from, for messages and the server's model page.
+        settings: resize or slide and their details (see :func:`mobileseg.engine.inference_mode.resolve_settings`);
+            None = the mode recorded in the model (``info.inference``), else resize.
 
     Example:
         >>> p = load_predictor("best.onnx")  # from mobileseg.deploy.runtimes  # doctest: +SKIP
@@ -106,8 +121,9 @@ class Predictor:
         backend: Backend,
         info: ModelInfo,
         conf: float = 0.5,
-        tta: bool = False,
+        tta: bool | str = False,
         weights: str | Path | None = None,
+        settings: InferenceSettings | None = None,
     ) -> None:
         if not 0 < conf < 1:
             raise ValueError(f"conf must be in (0, 1), got {conf}")
@@ -117,7 +133,13 @@ class Predictor:
         self.info = info
         self.weights = Path(weights) if weights is not None else Path("model")
         self.conf = float(conf)
-        self.tta = bool(tta)
+        if settings is None:
+            mode = "flip" if tta is True else "none" if not tta else str(tta)
+            settings = dataclasses.replace(from_record(info.inference), tta=mode)
+        if settings.window is None:
+            settings = dataclasses.replace(settings, window=tuple(info.imgsz))
+        self.settings = settings
+        self.tta = settings.tta != "none"
         self._lock = threading.Lock()
 
     @property
@@ -149,7 +171,7 @@ class Predictor:
     def __repr__(self) -> str:
         return (
             f"Predictor({str(self.weights)!r}, backend={self.kind}, imgsz={self.imgsz}, "
-            f"names={self.names}, tta={self.tta})"
+            f"names={self.names}, {self.settings.describe()})"
         )
 
     # -- steps
@@ -165,16 +187,34 @@ class Predictor:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Model-size probabilities (N, C, h, w) of a preprocessed batch; C = 1 for a binary model.
 
-        With TTA, the flipped copies run in the same batch and their output is flipped back before averaging.
+        With flip TTA, the flipped copies run in the same batch and their output is flipped back before
+        averaging; with multi-scale TTA the batch runs once per scale (sides rounded to 32), outputs resized back.
         """
-        x = torch.cat([batch, batch.flip(-1)]) if self.tta else batch
+        fn = flip_average(self.window_probs) if self.settings.flip else self.window_probs
+        return resize_tta(fn, batch, self.settings.scales)
+
+    def window_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities of one forward pass (the backend under the lock: one inference at a time)."""
         with self._lock, torch.inference_mode():
             logits = self.backend(x).float().cpu()
-        probs = logits.sigmoid() if self.binary else logits.softmax(1)
-        if self.tta:
-            n = batch.shape[0]
-            probs = (probs[:n] + probs[n:].flip(-1)) / 2
-        return probs
+        return activation(self.binary)(logits)
+
+    def predict_slide(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, probs) of one RGB image in slide mode, at its size (probs empty when streamed)."""
+        s = self.settings
+        assert s.window is not None
+        with warnings.catch_warnings():  # a read-only view of the decoded pixels (no copy); windows copy from it
+            warnings.simplefilter("ignore", UserWarning)
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)
+        fn = flip_average(self.window_probs) if s.flip else self.window_probs
+        probs, classes = slide_image(
+            fn, pixels, s.window, overlap=s.overlap, blend=s.blend, batch=s.batch, train_scale=s.train_scale,
+            scales=s.scales, to_classes=to_classes_fn(self.binary, self.conf), stream_pixels=s.stream_pixels,
+        )  # fmt: skip
+        if probs is None:
+            assert classes is not None
+            return classes, np.zeros((0, 0), np.float32)
+        return self.postprocess(probs, (image.height, image.width))
 
     def postprocess(self, probs: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Upsample one image's probabilities (C, h, w) bilinearly to ``size`` (H, W), then threshold/argmax."""
@@ -214,6 +254,8 @@ class Predictor:
         """
         if not images:
             return []
+        if self.settings.slide:
+            return [self._one_slide(im, i, paths, decode_seconds) for i, im in enumerate(images)]
         t0 = time.perf_counter()
         rgb = [self.read(im) for im in images]
         sizes = [image_hw(im) for im in rgb]
@@ -241,6 +283,17 @@ class Predictor:
                 )
             )
         return results
+
+    def _one_slide(
+        self, image: ImageInput, i: int, paths: Sequence[str | None] | None, decode: Sequence[float] | None
+    ) -> PredictionResult:
+        start = time.perf_counter()
+        mask, prob = self.predict_slide(to_rgb(image))
+        seconds = time.perf_counter() - start + (decode[i] if decode is not None else 0.0)
+        path = paths[i] if paths else None
+        return PredictionResult(
+            mask, prob.astype(np.float32, copy=False), list(self.names), seconds, self.shares(mask), path
+        )
 
     # -- rendering (shared by the CLI writer and the HTTP server)
     def mask_image(self, mask: np.ndarray) -> Image.Image:

@@ -26,10 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mobileseg.config import Config, resolve_config
-from mobileseg.data import SeededAugment, SegmentationDataset, build_transforms, load_dataset, recommended_workers
+from mobileseg.data import build_transforms, load_dataset, recommended_workers
 from mobileseg.data.bands import channel_stats
+from mobileseg.data.crops import train_val_datasets
 from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
+from mobileseg.engine.inference_mode import SlideModel, training_settings
 from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
@@ -97,15 +99,17 @@ class Trainer:
         imgsz, cache = cfg.data.imgsz, cfg.data.cache
         self.workers = cfg.data.workers if cfg.data.workers is not None else recommended_workers(cache)
         transform = build_transforms(cfg.data, train=True, ignore_index=self.spec.ignore_index)
-        self.train_base = SegmentationDataset(self.spec, "train", imgsz, cache=cache)
-        self.train_ds = SeededAugment(self.train_base, transform if cfg.data.augment else None, cfg.runtime.seed)
-        self.val_ds = SegmentationDataset(self.spec, "val", imgsz, cache=cache)
+        self.inference = training_settings(cfg)  # crops: validation slides the way test and predict will
+        self.train_base, self.train_ds, self.val_ds = train_val_datasets(
+            cfg.data, self.spec, transform if cfg.data.augment else None, cfg.runtime.seed, self.inference.slide
+        )
+        self.val_batch = 1 if self.inference.slide else None  # native sizes differ
         if cfg.train.batch % self.dist.world_size:
             raise ConfigError(
                 f"batch={cfg.train.batch} is the global batch and must divide by the {self.dist.world_size} processes"
             )
         self.batch = cfg.train.batch // self.dist.world_size
-        check_batchnorm_values(imgsz, self.batch, len(self.train_ds), self.dist.world_size)
+        check_batchnorm_values(cfg.data.crop or imgsz, self.batch, len(self.train_ds), self.dist.world_size)
         self.sampler = DistributedSampler(
             self.train_ds, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.runtime.seed
         )
@@ -115,7 +119,7 @@ class Trainer:
         cfg = self.cfg
         out_channels = 1 if self.spec.binary else self.spec.num_classes
         model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
-        model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.imgsz)
+        model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.crop or cfg.data.imgsz)
         if model.in_channels != 3 and self.resume_ckpt is None:  # ImageNet's RGB statistics do not fit other bands
             set_normalization(model, *channel_stats(self.train_base))  # stored in the checkpoint and exports
         if self.dist.enabled and cfg.train.sync_bn:
@@ -146,6 +150,11 @@ class Trainer:
     def precision(self) -> str:
         """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bfloat16 autocast'."""
         return "fp32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
+
+    def val_model(self, model: nn.Module | None = None) -> nn.Module:
+        """``model`` (default: the one training) as validation runs it: itself, or slid over each val image."""
+        net = self.model if model is None else model
+        return SlideModel(net, self.inference, self.spec.binary, self.device) if self.inference.slide else net
 
     def _wrapped(self) -> nn.Module:
         """The module the step runs: DDP around the model when distributed (rebuilt when freezing changes)."""
@@ -193,7 +202,9 @@ class Trainer:
             self.emit("on_train_start")
             self.log(
                 f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
-                f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}\n"
+                f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}  "
+                f"{'crops ' + 'x'.join(map(str, cfg.data.crop)) + ', ' if cfg.data.crop else ''}"
+                f"inference: {self.inference.describe()}\n"
                 f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
                 f"device {self.device}  threads {self.threads}  workers {self.workers}  "
                 f"processes {self.dist.world_size}  batch {cfg.train.batch}  epochs {cfg.train.epochs}  "
@@ -229,8 +240,8 @@ class Trainer:
                 self.stop_reason = "interrupted"
                 return
             val = evaluate(
-                self.model,
-                eval_loader(self.val_ds, self.batch, self.workers, self.dist),
+                self.val_model(),
+                eval_loader(self.val_ds, self.val_batch or self.batch, self.workers, self.dist),
                 self.spec.num_classes,
                 self.spec.ignore_index,
                 self.device,

@@ -60,6 +60,8 @@ class ModelInfo:
         dynamic_hw: whether the exported graph accepts other (multiple-of-32) input sizes.
         in_channels: input bands (3 = RGB); other counts read images with their own bands and bit depth
             (:mod:`mobileseg.data.bands`), in training, prediction and exports alike.
+        inference: how the model is meant to predict (``infer``, ``window``, ``overlap``, ``blend``,
+            ``train_scale``; see :mod:`mobileseg.engine.inference_mode`); None = resize to ``imgsz``.
     """
 
     names: list[str]
@@ -70,6 +72,7 @@ class ModelInfo:
     ignore_index: int = 255
     dynamic_hw: bool = True
     in_channels: int = 3
+    inference: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -85,7 +88,8 @@ class ModelInfo:
         names = ckpt.get("names") or getattr(model, "names", None)
         info = cls.build(names, imgsz, binary, out_channels, ckpt.get("palette"), ckpt.get("ignore_index", 255))
         args = ckpt.get("model_args") or {}
-        return dataclasses.replace(info, in_channels=int(getattr(model, "in_channels", args.get("in_channels", 3))))
+        info = dataclasses.replace(info, in_channels=int(getattr(model, "in_channels", args.get("in_channels", 3))))
+        return dataclasses.replace(info, inference=ckpt.get("inference"))
 
     @classmethod
     def build(
@@ -97,6 +101,7 @@ class ModelInfo:
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = 255,
         dynamic_hw: bool = True,
+        inference: dict[str, Any] | None = None,
         in_channels: int = 3,
     ) -> ModelInfo:
         """Fill defaults: generic class names and the default palette when none were stored."""
@@ -114,6 +119,7 @@ class ModelInfo:
             ignore_index=255 if ignore_index is None else int(ignore_index),
             dynamic_hw=bool(dynamic_hw),
             in_channels=int(in_channels),
+            inference=dict(inference) if inference else None,
         )
 
     def to_metadata(self) -> dict[str, str]:
@@ -131,6 +137,7 @@ class ModelInfo:
             "ignore_index": str(self.ignore_index),
             "dynamic_hw": json.dumps(self.dynamic_hw),
             "in_channels": str(self.in_channels),
+            "inference": json.dumps(self.inference),
         }
 
     @classmethod
@@ -150,6 +157,7 @@ class ModelInfo:
             json.loads(meta["palette"]) if meta.get("palette") else None,
             int(meta.get("ignore_index", 255)),
             json.loads(meta.get("dynamic_hw", "true")),
+            json.loads(meta.get("inference", "null")),
             in_channels=int(meta.get("in_channels", 3)),
         )
 
