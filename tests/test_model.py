@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from mobileseg.config import ModelConfig
-from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, Segmenter
+from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, RefineDecoder, Segmenter
 from mobileseg.models.decoder import same_padding_transpose
 from mobileseg.models.encoder import run_split_block
 
@@ -27,7 +27,13 @@ def _seed() -> None:
 
 @pytest.fixture(scope="module")
 def models() -> dict[int, Segmenter]:
+    """The default (refine) decoder; the tutorial's layout is in ``tutorial_models``."""
     return {c: Segmenter(num_classes=c, encoder_weights=None).eval() for c in (1, 3)}
+
+
+@pytest.fixture(scope="module")
+def tutorial_models() -> dict[int, Segmenter]:
+    return {c: Segmenter(num_classes=c, encoder_weights=None, decoder="tutorial").eval() for c in (1, 3)}
 
 
 def _randomise_bn(module: nn.Module) -> None:
@@ -122,17 +128,17 @@ def test_split_block_keeps_residual() -> None:
 
 def test_param_count_matches_keras_tutorial() -> None:
     """Keras convention (params + BN moving stats) at 1 class within 1 % of 6.50 M; exact for 3 classes."""
-    one = Segmenter(num_classes=1).summary()
+    one = Segmenter(num_classes=1, decoder="tutorial").summary()
     keras_like = one["params"] + one["bn_buffers"]
     assert keras_like == 6_502_625
     assert abs(keras_like - 6.50e6) / 6.50e6 < 0.01
     assert one["params"] == 6_469_153  # what PyTorch itself counts (BN buffers excluded)
-    three = Segmenter(num_classes=3).summary()
+    three = Segmenter(num_classes=3, decoder="tutorial").summary()
     assert three["params"] + three["bn_buffers"] - BLOCK_16_PROJECT_BN == KERAS_TUTORIAL_PARAMS
 
 
-def test_decoder_channels_follow_tutorial(models: dict[int, Segmenter]) -> None:
-    dec = models[1].decoder
+def test_decoder_channels_follow_tutorial(tutorial_models: dict[int, Segmenter]) -> None:
+    dec = tutorial_models[1].decoder
     convs = [b[0] for b in dec.blocks]
     assert [(c.in_channels, c.out_channels) for c in convs] == [(320, 512), (1088, 256), (448, 128), (272, 64)]
     assert all(c.bias is None and c.stride == (2, 2) for c in convs)
@@ -152,13 +158,13 @@ def test_decoder_init_is_pix2pix() -> None:
 def test_kernel_sizes_double_resolution(k: int) -> None:
     p, op = same_padding_transpose(k)
     assert p == (k - 1) // 2 and op == 2 + 2 * p - k and 0 <= op < 2
-    model = Segmenter(num_classes=2, width_mult=0.35, kernel_size=k).eval()
+    model = Segmenter(num_classes=2, width_mult=0.35, kernel_size=k, decoder="tutorial").eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 96)).shape == (1, 2, 64, 96)
 
 
 def test_dropout_in_upsample_blocks() -> None:
-    model = Segmenter(decoder_dropout=0.5, width_mult=0.35)
+    model = Segmenter(decoder_dropout=0.5, width_mult=0.35, decoder="tutorial")
     assert sum(isinstance(m, nn.Dropout) for m in model.decoder.modules()) == 4
 
 
@@ -221,10 +227,10 @@ def test_summary_and_format(models: dict[int, Segmenter]) -> None:
     model = models[1]
     s = model.summary((224, 224))
     assert s["params"] == sum(p.numel() for p in model.parameters()) and s["imgsz"] == (224, 224)
-    assert 3.0 < s["gflops"] < 4.0  # 2 * multiply-adds; the pix2pix decoder dominates
+    assert 3.0 < s["gflops"] < 4.0  # 2 * multiply-adds; the decoder costs ~6x the encoder
     assert model.summary((448, 448))["gflops"] == pytest.approx(4 * s["gflops"], rel=0.01)
     line = model.format_summary(224)
-    assert "\n" not in line and "GFLOPs" in line and "224x224" in line and "6.47M" in line
+    assert "\n" not in line and "GFLOPs" in line and "224x224" in line and "4.00M" in line
     assert not model.training  # summary restores the mode
 
 
@@ -239,6 +245,7 @@ def test_init_args_and_from_config() -> None:
         "decoder_dropout": 0.1,
         "freeze_encoder": False,
         "freeze_bn": True,
+        "decoder": "refine",
         "in_channels": 3,
     }
     assert model.freeze_bn and model.names is None and model.imgsz == (224, 224)
@@ -250,3 +257,65 @@ def test_invalid_constructor_args() -> None:
         Segmenter(num_classes=0)
     with pytest.raises(ValueError, match="decoder_dropout"):
         Segmenter(decoder_dropout=1.0)
+
+
+def test_refine_decoder_shape_and_channels(models: dict[int, Segmenter]) -> None:
+    """pix2pix's shape kept: one stage per skip, deepest first, each concatenating its (projected) skip."""
+    dec = models[3].decoder
+    assert isinstance(dec, RefineDecoder) and len(dec.blocks) == 4
+    assert [b.skip[0].in_channels for b in dec.blocks] == [576, 192, 144, 96]
+    assert [b.conv1[0].out_channels for b in dec.blocks] == [256, 128, 64, 32]
+    assert [b.conv1[0].in_channels for b in dec.blocks] == [320 + 64, 256 + 48, 128 + 32, 64 + 24]
+    assert (dec.head.in_channels, dec.head.out_channels, dec.head.kernel_size) == (32, 3, (3, 3))
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in dec.modules())
+
+
+def _grid_ratio(line_maps: torch.Tensor) -> float:
+    """mean |second difference| / mean |first difference| along the last axis.
+
+    A period-2 texture (a, b, a, b: the checkerboard) gives 2; a map that varies smoothly gives well under 1.
+    """
+    d1 = (line_maps[..., 1:] - line_maps[..., :-1]).abs().mean()
+    d2 = (line_maps[..., 2:] - 2 * line_maps[..., 1:-1] + line_maps[..., :-2]).abs().mean()
+    return float(d2 / d1)
+
+
+def _border_textures(decoder: nn.Module, size: int = 256) -> list[float]:
+    """Grid ratios of the logits for spatially uniform features: whole map and the 4 outermost lines of each side.
+
+    Constant encoder features stand for "one uniform region filling the image". The tutorial's stride-2 kernel-3
+    transposed convs give even and odd output rows different numbers of kernel taps, so such a region comes out with
+    a period-2 texture, and its last row and column differ again: thresholded near the decision boundary that is
+    the comb of holes along the bottom/right edges and the dotted grid in CamVid predictions. A decoder treating
+    every pixel alike gives a smooth map (zero padding only bends it near the borders).
+    """
+    _randomise_bn(decoder)
+    decoder.eval()
+    channels = (96, 144, 192, 576, 320)
+    feats = [torch.full((1, c, size // s, size // s), 0.5) for c, s in zip(channels, (2, 4, 8, 16, 32), strict=True)]
+    with torch.no_grad():
+        logits = decoder(feats)[0, 0]
+    lines = (logits, logits.T, logits[:4], logits[-4:], logits[:, :4].T, logits[:, -4:].T)
+    return [_grid_ratio(x) for x in lines]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_decoder_has_no_grid_or_border_comb(seed: int) -> None:
+    """Issue #16: no period-2 texture anywhere, including the 4 rows/columns along every border."""
+    torch.manual_seed(seed)
+    assert max(_border_textures(RefineDecoder((96, 144, 192, 576, 320)))) < 1.0
+    # The same measure catches the tutorial decoder's defect (about 2 = pure checkerboard), so it is not vacuous.
+    torch.manual_seed(seed)
+    assert min(_border_textures(Pix2PixDecoder((96, 144, 192, 576, 320)))) > 1.4
+
+
+def test_old_checkpoints_rebuild_the_tutorial_decoder() -> None:
+    """A file written before the refine decoder (no ``decoder`` in model_args) loads and predicts as before."""
+    old = Segmenter(num_classes=2, width_mult=0.35, decoder="tutorial").eval()
+    ckpt = old.to_checkpoint(names=["a", "b"])
+    del ckpt["model_args"]["decoder"]
+    loaded = Segmenter.from_checkpoint(ckpt)
+    assert isinstance(loaded.decoder, Pix2PixDecoder) and loaded.init_args["decoder"] == "tutorial"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))

@@ -21,7 +21,7 @@ from mobileseg.config import STRIDE  # the encoder's output stride: input sides 
 from mobileseg.errors import WeightsError
 
 from .checkpoint import load_checkpoint, make_checkpoint
-from .decoder import Pix2PixDecoder
+from .decoder import build_decoder
 from .encoder import MobileNetV2Encoder
 from .hub import load_pretrained, save_pretrained
 
@@ -32,7 +32,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMGSZ = (224, 224)
 # The constructor arguments the config's ``model`` section sets, by the same names (see from_config).
-CONFIG_ARGS = ("width_mult", "encoder_weights", "kernel_size", "decoder_dropout", "freeze_encoder", "freeze_bn")
+CONFIG_ARGS = (
+    "width_mult",
+    "encoder_weights",
+    "kernel_size",
+    "decoder_dropout",
+    "freeze_encoder",
+    "freeze_bn",
+    "decoder",
+)
+# What a checkpoint without a ``decoder`` entry was made with: every file written before the refine decoder.
+LEGACY_DECODER = "tutorial"
 
 
 def default_stats(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -93,12 +103,15 @@ class Segmenter(nn.Module):
         num_classes: output channels; 1 means binary segmentation.
         width_mult: MobileNetV2 width multiplier.
         encoder_weights: ``'imagenet'``, ``'none'``/``None`` or a path to a torchvision MobileNetV2 state dict.
-        kernel_size: kernel of the decoder's transposed convs (3 as in the tutorial).
-        decoder_dropout: dropout probability in the decoder's upsample blocks.
+        kernel_size: kernel of the tutorial decoder's transposed convs (3 as in the tutorial).
+        decoder_dropout: dropout probability in the tutorial decoder's upsample blocks.
         freeze_encoder: start with the encoder's parameters frozen (the tutorial trains the decoder only).
         freeze_bn: keep the encoder's BatchNorm layers in eval mode during training (fixed running stats;
             their affine parameters still train unless the encoder is frozen). Keras' ``trainable=False``, as
             in the tutorial, does both, so use ``freeze_encoder=True, freeze_bn=True`` to match it.
+        decoder: ``'refine'`` (default: bilinear upsampling and two 3x3 convs after each skip, see
+            :class:`~mobileseg.models.decoder.RefineDecoder`) or ``'tutorial'`` (the TF tutorial's transposed
+            convs, :class:`~mobileseg.models.decoder.Pix2PixDecoder`).
         in_channels: input bands (3 = RGB). Other counts adapt the first conv's (pretrained) RGB kernels
             (:func:`~mobileseg.models.encoder.adapt_first_conv`) and take their ``mean``/``std`` from the train
             split (:func:`set_normalization`); checkpoints without this entry are RGB models.
@@ -106,7 +119,7 @@ class Segmenter(nn.Module):
     Attributes:
         num_classes: output channels. binary: ``num_classes == 1``.
         init_args: the constructor arguments, so a checkpoint can rebuild the model (see ``to_checkpoint``).
-        encoder: :class:`MobileNetV2Encoder`. decoder: :class:`Pix2PixDecoder`.
+        encoder: :class:`MobileNetV2Encoder`. decoder: :class:`RefineDecoder` or :class:`Pix2PixDecoder`.
         names: class names (set from a checkpoint) or None. imgsz: the (H, W) it was trained at, default 224x224.
 
     Example:
@@ -124,6 +137,7 @@ class Segmenter(nn.Module):
         decoder_dropout: float = 0.0,
         freeze_encoder: bool = False,
         freeze_bn: bool = False,
+        decoder: str = "refine",
         in_channels: int = 3,
     ) -> None:
         super().__init__()
@@ -139,6 +153,7 @@ class Segmenter(nn.Module):
             "decoder_dropout": float(decoder_dropout),
             "freeze_encoder": bool(freeze_encoder),
             "freeze_bn": bool(freeze_bn),
+            "decoder": str(decoder),
             "in_channels": int(in_channels),
         }
         self.num_classes = int(num_classes)
@@ -152,8 +167,8 @@ class Segmenter(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=True)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=True)
         self.encoder = MobileNetV2Encoder(width_mult=width_mult, weights=encoder_weights, in_channels=in_channels)
-        self.decoder = Pix2PixDecoder(
-            self.encoder.out_channels, num_classes=self.num_classes, kernel_size=kernel_size, dropout=decoder_dropout
+        self.decoder = build_decoder(
+            decoder, self.encoder.out_channels, self.num_classes, kernel_size=kernel_size, dropout=decoder_dropout
         )
         self.set_encoder_frozen(freeze_encoder)
         self.train(self.training)  # apply freeze_bn from the start
@@ -247,7 +262,7 @@ class Segmenter(nn.Module):
         h, w = s["imgsz"]
         kind = "binary" if self.binary else f"{self.num_classes} classes"
         return (
-            f"Segmenter (MobileNetV2 x{self.init_args['width_mult']:g} + pix2pix, {kind}): "
+            f"Segmenter (MobileNetV2 x{self.init_args['width_mult']:g} + pix2pix {self.init_args['decoder']}, {kind}): "
             f"{s['params'] / 1e6:.2f}M params ({s['trainable'] / 1e6:.2f}M trainable), "
             f"{s['gflops']:.2f} GFLOPs at {h}x{w}"
         )
@@ -300,6 +315,7 @@ class Segmenter(nn.Module):
         if unknown:
             raise WeightsError(f"{where}: model_args has unknown entries {unknown} (made by a newer mobileseg?)")
         args["encoder_weights"] = None  # the state dict holds every weight; never download or read others
+        args.setdefault("decoder", LEGACY_DECODER)  # files from before the refine decoder keep their architecture
         try:
             model = cls(**args)
         except (TypeError, ValueError) as e:

@@ -1,0 +1,115 @@
+"""Thin-structure benchmarks on real data: CamVid pole-vs-rest and Dubai aerial road-vs-rest, trained with defaults.
+
+Two binary tasks built from ``../shared`` by a dataset YAML each (written under ``runs/thin_data/``, pointing at the
+shared folders, nothing copied):
+
+* ``pole``: CamVid (SegNet 11-class version), class 2 Pole (~1.4 % of labelled pixels, 1-4 px wide at 360x480)
+  vs everything else; void (11) ignored; the official train/val/test lists (367/101/233).
+* ``road``: Dubai aerial tiles, class 2 Road (~10 % of pixels, long 5-30 px wide strips at native size) vs the
+  rest; 255 (unannotated) ignored; split by tile (train tiles 1-6, val tile 7, test tile 8).
+
+Each variant is ``mobileseg train`` then ``mobileseg test`` on the test split with the given ``key=value``
+overrides on top of the task's base settings; the script prints test IoU / precision / recall of the foreground and
+the training time, and appends one JSON line per run to ``runs/thin_structures.jsonl``.
+
+    .venv/bin/python benchmarks/thin_structures.py pole --variant old="decoder=tutorial loss=bce" \\
+        --variant new="" epochs=8
+    .venv/bin/python benchmarks/thin_structures.py road --variant new="" epochs=20
+
+``--variant NAME="k=v ..."`` may be repeated (default: one run with the defaults, ``default=""``); trailing
+``key=value`` arguments apply to every variant (e.g. ``epochs=8 threads=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MS = str(ROOT / ".venv" / "bin" / "mobileseg")
+
+TASKS: dict[str, dict[str, object]] = {
+    "pole": {
+        "yaml": {
+            "path": str(SHARED / "data" / "camvid"),
+            "names": ["background", "pole"],
+            "mask_values": {**{v: 0 for v in range(11)}, 2: 1, 11: "ignore"},
+            "splits": {"train": "splits/train.txt", "val": "splits/val.txt", "test": "splits/test.txt"},
+        },
+        "base": ["imgsz=256x352", "epochs=8"],
+    },
+    "road": {
+        "yaml": {
+            "path": str(SHARED / "data" / "dubai_aerial"),
+            "names": ["background", "road"],
+            "mask_values": {0: 0, 1: 0, 2: 1, 3: 0, 4: 0, 5: 0, 255: "ignore"},
+            "splits": {"train": "splits/train.txt", "val": "splits/val.txt", "test": "splits/test.txt"},
+        },
+        "base": ["imgsz=512x512", "epochs=20", "batch=4"],
+    },
+}
+
+
+def write_yaml(task: str) -> Path:
+    """The task's dataset YAML under runs/thin_data/ (JSON is valid YAML)."""
+    out = ROOT / "runs" / "thin_data" / f"{task}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(TASKS[task]["yaml"], indent=1))
+    return out
+
+
+def run_variant(task: str, name: str, overrides: list[str], weights: str) -> dict[str, object]:
+    """Train + test one variant; returns the figures."""
+    run = f"thin_{task}_{name}"
+    data = write_yaml(task)
+    args = [f"data={data}", f"encoder_weights={weights}", f"name={run}", "exist_ok=true", "verbose=false"]
+    t0 = time.perf_counter()
+    subprocess.run([MS, "train", *TASKS[task]["base"], *args, *overrides], check=True)  # type: ignore[list-item]
+    train_s = time.perf_counter() - t0
+    best = ROOT / "runs" / "train" / run / "weights" / "best.pt"
+    test_over = [o for o in overrides if o.split("=")[0] in {"threads", "infer", "overlap", "tta"}]
+    subprocess.run([MS, "test", f"weights={best}", f"name={run}", "exist_ok=true", *test_over], check=True)
+    metrics = json.loads((ROOT / "runs" / "test" / run / "metrics.json").read_text())
+    row = {
+        "task": task,
+        "variant": name,
+        "overrides": overrides,
+        "iou": metrics.get("iou", metrics.get("miou")),
+        "precision": metrics.get("precision"),
+        "recall": metrics.get("recall"),
+        "train_s": round(train_s),
+    }
+    with (ROOT / "runs" / "thin_structures.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("--variant", action="append", default=[], help='NAME="key=value ..." (repeatable)')
+    p.add_argument("--weights", default=str(SHARED / "weights" / "mobilenet_v2_imagenet.pt"))
+    p.add_argument("overrides", nargs="*", help="key=value applied to every variant")
+    a = p.parse_intermixed_args(argv)
+    variants = [v.split("=", 1) for v in a.variant] or [["default", ""]]
+    rows = []
+    for name, extra in variants:
+        rows.append(run_variant(a.task, name, [*a.overrides, *shlex.split(extra)], a.weights))
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| task | variant | overrides | test IoU | precision | recall | train s |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        print(
+            f"| {r['task']} | {r['variant']} | {' '.join(r['overrides'])} | {fmt(r['iou'])} | "
+            f"{fmt(r['precision'])} | {fmt(r['recall'])} | {r['train_s']} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
