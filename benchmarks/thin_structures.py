@@ -75,7 +75,7 @@ def run_variant(task: str, name: str, overrides: list[str], weights: str) -> dic
     best = ROOT / "runs" / "train" / run / "weights" / "best.pt"
     test_over = [o for o in overrides if o.split("=")[0] in {"threads", "infer", "overlap", "tta"}]
     subprocess.run([MS, "test", f"weights={best}", f"name={run}", "exist_ok=true", *test_over], check=True)
-    metrics = json.loads((ROOT / "runs" / "test" / run / "metrics.json").read_text())
+    metrics = json.loads((ROOT / "runs" / "test" / run / "metrics.json").read_text())["metrics"]
     row = {
         "task": task,
         "variant": name,

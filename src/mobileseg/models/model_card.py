@@ -48,7 +48,7 @@ def model_card(config: Mapping[str, Any], info: Mapping[str, Any], images: list[
         f"- Classes ({len(names)}): {', '.join(names)} ({kind})",
         f"- Input: RGB {h}x{w} (any size that is a multiple of 32 works), values in [0, 1]; the model normalises "
         "itself",
-        f"- Architecture: MobileNetV2 x{args['width_mult']:g}, decoder kernel {args['kernel_size']}",
+        f"- Architecture: MobileNetV2 x{args['width_mult']:g}, {_decoder_line(args)}",
         f"- Ignore index in labels: {config['ignore_index']}",
     ]
     if info.get("dataset"):
@@ -76,3 +76,11 @@ def model_card(config: Mapping[str, Any], info: Mapping[str, Any], images: list[
     if extra:
         lines += ["", extra.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _decoder_line(args: dict[str, Any]) -> str:
+    """The decoder in words: ``refine``, or the tutorial's with its kernel (files without the entry are tutorial)."""
+    decoder = args.get("decoder", "tutorial")
+    if decoder == "tutorial":
+        return f"pix2pix decoder as in the tutorial (transposed convs, kernel {args.get('kernel_size', 3)})"
+    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs)"
