@@ -87,6 +87,26 @@ def test_predictor_slide_at_original_size_and_tta_flip_ms_runs():
     assert resized.mask.shape == (50, 70)
 
 
+@pytest.mark.parametrize(("channels", "dtype", "train_scale"), [(4, np.uint8, None), (1, np.uint16, 0.5)])
+def test_slide_mode_reads_the_model_s_bands(channels, dtype, train_scale):
+    """A multi-band or grey model slides over its own bands (read as Predictor.read does), not an RGB copy."""
+    torch.manual_seed(0)
+    net = Segmenter(num_classes=1, encoder_weights=None, width_mult=0.35, in_channels=channels).eval()
+    model, info, _ = load_model(net.to_checkpoint(imgsz=(64, 64)))
+    settings = InferenceSettings(infer="slide", window=(64, 64), train_scale=train_scale)
+    p = Predictor(model, info, settings=settings)
+    top = np.iinfo(dtype).max
+    image = np.random.default_rng(0).integers(0, top, (90, 150, channels), dtype=dtype)
+    result = p.predict_image(image)
+    assert result.mask.shape == (90, 150) and result.probs.shape == (90, 150)
+    if train_scale is None:  # the reference: the same windows over the bands in [0, 1], blended
+        with torch.inference_mode():
+            x = torch.from_numpy(image.astype(np.float32) / top).permute(2, 0, 1)
+            expected = slide_probs(lambda w: model(w).sigmoid(), x, (64, 64), batch=settings.batch)[0]
+        np.testing.assert_allclose(result.probs, expected.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(result.mask, (expected > 0.5).numpy())
+
+
 def test_crop_has_the_crop_size_and_the_fg_bias_holds():
     rng = np.random.default_rng(0)
     mask = np.zeros((200, 300), np.uint8)

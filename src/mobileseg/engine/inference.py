@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -36,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from mobileseg.data.bands import resize_bands, unit_tensor
 
 WindowFn = Callable[[torch.Tensor], torch.Tensor]  # float (N, 3, h, w) in [0, 1] -> (N, C, h, w)
 Blend = Literal["gaussian", "linear", "mean"]
@@ -185,12 +188,34 @@ def scaled_size(size: Sequence[int], scale: float | None, multiple: int = 1) -> 
 
 
 def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a uint8 (3, H, W) image bilinearly with PIL: the resampling decode and predict use, no float copy."""
+    """Resize a (C, H, W) image bilinearly, same dtype: uint8 RGB with PIL (the resampling decode and predict
+    use, no float copy); other band counts (uint8) and float images in [0, 1] antialiased like PIL
+    (:func:`mobileseg.data.bands.resize_bands`), so grey and multi-band models slide at ``train_scale`` too."""
     if tuple(image.shape[1:]) == tuple(size):
         return image
-    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-    resized = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    return torch.from_numpy(resized.copy()).permute(2, 0, 1)
+    if image.dtype == torch.uint8 and image.shape[0] == 3:
+        pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+        resized = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        return torch.from_numpy(resized.copy()).permute(2, 0, 1)
+    if image.dtype == torch.uint8:
+        bands = resize_bands(image.permute(1, 2, 0).numpy(), size)
+        return torch.from_numpy(np.ascontiguousarray(bands.transpose(2, 0, 1)))
+    x = image.float()[None]
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def chw_pixels(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An image as :meth:`~mobileseg.engine.predictor.Predictor.read` returns it (RGB PIL, or HxWxC uint8/uint16
+    bands) -> (C, H, W) for :func:`slide_image`: uint8 as a read-only view of the decoded pixels (windows copy
+    from it), uint16 as float32 in [0, 1] (divided by 65535, as training scales it)."""
+    arr = np.asarray(image) if isinstance(image, Image.Image) else image
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype != np.uint8:
+        return unit_tensor(arr)
+    with warnings.catch_warnings():  # PIL's buffer is read-only: a view, no copy; nothing writes to it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def nearest_resize(array: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray | torch.Tensor:
@@ -219,7 +244,7 @@ def slide_image(
     to_classes: Callable[[torch.Tensor], torch.Tensor] | None = None,
     stream_pixels: int = STREAM_PIXELS,
 ) -> tuple[torch.Tensor | None, np.ndarray | None]:
-    """Slide over one uint8 image (3, H, W) the way training saw it; outputs at the image's own size.
+    """Slide over one image (C, H, W), uint8 or float in [0, 1], the way training saw it; outputs at its size.
 
     The image is scaled by ``train_scale`` (the scale training cropped at), slid over, and the result brought
     back to (H, W) by nearest neighbour. With several ``scales`` (multi-scale TTA) the slide runs at each
@@ -268,6 +293,7 @@ __all__ = [
     "Blend",
     "WindowFn",
     "blend_weights",
+    "chw_pixels",
     "flip_average",
     "nearest_resize",
     "resize_tta",

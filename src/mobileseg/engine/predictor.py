@@ -32,7 +32,6 @@ import dataclasses
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +42,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mobileseg import viz
-from mobileseg.data import to_rgb
 from mobileseg.data.bands import display_rgb, image_hw, read_image_input, resize_bands, unit_tensor
 from mobileseg.models.model_file import ModelInfo
 
-from .inference import flip_average, resize_tta, slide_image
+from .inference import chw_pixels, flip_average, resize_tta, slide_image
 from .inference_mode import InferenceSettings, activation, from_record, to_classes_fn
 
 ImageInput = Image.Image | np.ndarray | str | Path
@@ -148,6 +146,21 @@ class Predictor:
         return str(getattr(self.backend, "kind", "torch"))
 
     @property
+    def precision(self) -> str | None:
+        """The forward pass's precision (``bf16``, ``fp16``, ``fp32``) when the backend says it (a checkpoint's
+        :class:`~mobileseg.deploy.runtimes.TorchBackend`); a bare module runs fp32; None for exported files, which
+        run as they were exported."""
+        if isinstance(self.backend, torch.nn.Module):
+            return "fp32"
+        value = getattr(self.backend, "precision", None)
+        return str(value) if value is not None else None
+
+    def describe(self) -> str:
+        """Backend, precision and inference mode in one line, for logs: which precision made a figure."""
+        kind = f"{self.kind} {self.precision}" if self.precision else self.kind
+        return f"{kind}, {self.settings.describe()}"
+
+    @property
     def names(self) -> list[str]:
         return self.info.names
 
@@ -170,7 +183,7 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (
-            f"Predictor({str(self.weights)!r}, backend={self.kind}, imgsz={self.imgsz}, "
+            f"Predictor({str(self.weights)!r}, backend={self.kind}, precision={self.precision}, imgsz={self.imgsz}, "
             f"names={self.names}, {self.settings.describe()})"
         )
 
@@ -199,22 +212,21 @@ class Predictor:
             logits = self.backend(x).float().cpu()
         return activation(self.binary)(logits)
 
-    def predict_slide(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """(mask, probs) of one RGB image in slide mode, at its size (probs empty when streamed)."""
+    def predict_slide(self, image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, probs) of one image from :meth:`read` (RGB, or the model's bands) in slide mode, at its size
+        (probs empty when streamed)."""
         s = self.settings
         assert s.window is not None
-        with warnings.catch_warnings():  # a read-only view of the decoded pixels (no copy); windows copy from it
-            warnings.simplefilter("ignore", UserWarning)
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)
         fn = flip_average(self.window_probs) if s.flip else self.window_probs
         probs, classes = slide_image(
-            fn, pixels, s.window, overlap=s.overlap, blend=s.blend, batch=s.batch, train_scale=s.train_scale,
-            scales=s.scales, to_classes=to_classes_fn(self.binary, self.conf), stream_pixels=s.stream_pixels,
+            fn, chw_pixels(image), s.window, overlap=s.overlap, blend=s.blend, batch=s.batch,
+            train_scale=s.train_scale, scales=s.scales, to_classes=to_classes_fn(self.binary, self.conf),
+            stream_pixels=s.stream_pixels,
         )  # fmt: skip
         if probs is None:
             assert classes is not None
             return classes, np.zeros((0, 0), np.float32)
-        return self.postprocess(probs, (image.height, image.width))
+        return self.postprocess(probs, image_hw(image))
 
     def postprocess(self, probs: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Upsample one image's probabilities (C, h, w) bilinearly to ``size`` (H, W), then threshold/argmax."""
@@ -288,7 +300,7 @@ class Predictor:
         self, image: ImageInput, i: int, paths: Sequence[str | None] | None, decode: Sequence[float] | None
     ) -> PredictionResult:
         start = time.perf_counter()
-        mask, prob = self.predict_slide(to_rgb(image))
+        mask, prob = self.predict_slide(self.read(image))
         seconds = time.perf_counter() - start + (decode[i] if decode is not None else 0.0)
         path = paths[i] if paths else None
         return PredictionResult(
