@@ -293,7 +293,11 @@ def test_build_loss_resolves_auto():
     cfg = TrainConfig()  # loss=auto is the default
     rare = build_loss(cfg, 1, IGN, pixel_counts=[988, 12])
     assert rare.spec == "bce+dice"
-    assert rare.describe() == "bce + dice; auto: foreground is 1.2 % of train pixels"
+    assert rare.describe() == (
+        "bce + dice; auto: foreground is 1.2 % of train pixels; pos_weight 9.07 (auto: inverse sqrt frequency)"
+    )
+    assert rare.class_weights.tolist() == pytest.approx([1.0, (988 / 12) ** 0.5])  # rare: pos_weight=auto too
+    assert build_loss(TrainConfig(pos_weight=2.0), 1, IGN, pixel_counts=[988, 12]).class_weights.tolist() == [1, 2]
     balanced = build_loss(cfg, 1, IGN, pixel_counts=[700, 300])
     assert balanced.spec == "bce"  # today's loss for balanced data
     assert value(balanced, *binary_case()) == pytest.approx(BCE, rel=1e-6)

@@ -260,6 +260,7 @@ def build_loss(
 
     * ``loss=auto``: with ``dice_weight > 0`` (a config from before ``loss`` existed) it is exactly the old
       ``bce/ce + dice:<dice_weight>``; otherwise :func:`choose_loss` decides; without counts it is ``bce``/``ce``.
+      When it picks Dice for a rare binary foreground and no weight is set, ``pos_weight`` becomes ``auto`` too.
     * ``class_weights=auto`` / ``pos_weight=auto``: :func:`auto_class_weights` (for a binary model both mean the
       foreground weight; ``pos_weight`` is ignored by a multi-class model, as before).
 
@@ -277,7 +278,7 @@ def build_loss(
     Example:
         >>> from mobileseg.config import TrainConfig
         >>> build_loss(TrainConfig(loss="auto"), 1, 255, pixel_counts=[988, 12]).describe()
-        'bce + dice; auto: foreground is 1.2 % of train pixels'
+        'bce + dice; auto: foreground is 1.2 % of train pixels; pos_weight 9.07 (auto: inverse sqrt frequency)'
     """
     binary = out_channels == 1
     counts = None if pixel_counts is None else np.asarray(pixel_counts, dtype=np.float64)
@@ -288,6 +289,7 @@ def build_loss(
 
     spec = train_cfg.loss
     dice_weight = train_cfg.dice_weight
+    rare_binary = False
     if _uses_auto(spec):
         if dice_weight:
             spec, dice_weight = f"ce+dice:{dice_weight:g}", 0.0
@@ -298,8 +300,13 @@ def build_loss(
             shares = dict(zip(names, counts.tolist(), strict=True)) if names is not None else counts
             spec, reason = choose_loss(shares, binary)
             notes.append(f"auto: {reason}")
+            rare_binary = binary and "dice" in spec
 
     pos_weight, class_weights = train_cfg.pos_weight, train_cfg.class_weights
+    if rare_binary and pos_weight is None and class_weights is None:
+        # A rare foreground also gets BCE's pos_weight: with Dice alone the thin CamVid poles stayed under p=0.5
+        # for 5 epochs (recall 0); see AUTO_BINARY_RARE_SHARE and the README's thin-structure table.
+        pos_weight = "auto"
     if not binary:
         pos_weight = None  # a binary-only key, ignored by a multi-class model as it always was
     elif _uses_auto(class_weights) and pos_weight is not None and not _uses_auto(pos_weight):
