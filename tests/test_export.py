@@ -22,6 +22,7 @@ from mobileseg.deploy.onnx import read_onnx_metadata
 from mobileseg.deploy.parity import check_parity
 from mobileseg.deploy.rewrites import SubPixelConvTranspose2d
 from mobileseg.deploy.runtimes import OnnxBackend, load_predictor
+from mobileseg.engine.runtime import cpu_has_native_bf16
 from mobileseg.errors import ExportError
 from mobileseg.models import Segmenter
 
@@ -84,7 +85,8 @@ def test_pt_and_onnx_predictions_agree(exported, tmp_path):
     rng = np.random.default_rng(1)
     for i, (h, w) in enumerate([(50, 70), (97, 131), (300, 200)]):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
-    a = mobileseg.predict(weights=str(ckpt), source=str(tmp_path), out=str(tmp_path / "pt"), verbose=False, threads=1)
+    kw = {"source": str(tmp_path), "verbose": False, "threads": 1}
+    a = mobileseg.predict(weights=str(ckpt), out=str(tmp_path / "pt"), amp=False, **kw)  # fp32 parity
     b = mobileseg.predict(
         weights=str(result.path), source=str(tmp_path), out=str(tmp_path / "onnx"), verbose=False, threads=1
     )
@@ -143,7 +145,7 @@ def test_torchscript_export_loads_and_matches(exported, tmp_path):
         assert (loaded(x) - ref).abs().max() < 1e-4
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 90, 3), dtype=np.uint8))
     a, b = (
-        load_predictor(ckpt, threads=1).predict_image(image),
+        load_predictor(ckpt, threads=1, amp=False).predict_image(image),
         load_predictor(result.path, threads=1).predict_image(image),
     )
     assert b.names == ["background", "shape"] and (a.mask != b.mask).mean() < 1e-3
@@ -227,12 +229,15 @@ def test_benchmark_table_and_csv(exported, tmp_path, capsys):
     ckpt, _ = exported
     result = mobileseg.benchmark(weights=str(ckpt), project=str(tmp_path), batch=2, threads=1, warmup=1, runs=2)
     names = [r.backend for r in result.rows]
-    assert names == ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
-    assert all(r.images_s > 0 and r.latency_ms > 0 for r in result.rows)
+    assert names == ["PyTorch eager", "PyTorch channels_last", "PyTorch bf16", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    timed = [r for r in result.rows if r.backend != "PyTorch bf16" or cpu_has_native_bf16()]
+    assert all(r.images_s > 0 and r.latency_ms > 0 for r in timed)
+    bf16 = result.row("PyTorch bf16")
+    assert bf16 is not None and (bf16 in timed or "no bf16 units" in bf16.note)
     assert result.threads == 1 and result.batch == 2 and result.cpu
     with open(result.save_dir / "benchmark.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and rows[0]["threads"] == "1"
+    assert len(rows) == 5 and rows[0]["threads"] == "1"
     out = capsys.readouterr().out
     assert "ONNX Runtime int8" in out and "threads" in out
 

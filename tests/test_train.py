@@ -85,8 +85,8 @@ def test_best_checkpoint_reproduces_logged_metric(trained):
     model = Segmenter.from_checkpoint(trained.best)
     assert model.names == ["background", "foreground"] and tuple(model.imgsz) == (64, 64)
     out = mobileseg.val(
-        weights=str(trained.best), project=str(trained.save_dir.parent.parent), verbose=False, workers=0
-    )
+        weights=str(trained.best), project=str(trained.save_dir.parent.parent), verbose=False, workers=0, amp=False
+    )  # fp32, as validation during training
     assert out["iou"] == pytest.approx(float(best_row["val/iou"]), abs=1e-4)
     folder = Path(out["save_dir"])
     for name in ("metrics.json", "per_image.csv", "confusion_matrix.png", "predictions.png", "worst.png"):

@@ -1,9 +1,13 @@
-"""Inference speed of a model on this machine: PyTorch eager / channels_last, ONNX Runtime fp32 / int8.
+"""Inference speed of a model on this machine: PyTorch eager / channels_last / bf16, ONNX Runtime fp32 / int8.
 
 For each backend: batch-1 latency (median and 90th percentile over ``runs`` timed runs, after ``warmup``
 untimed ones) and batch-N throughput (N = ``batch``) in images/s. PyTorch and ONNX Runtime get the same number
 of intra-op threads (``threads``, default: the cores this process may use), so the comparison is fair, and the
 CPU model and thread count are printed with the table. Results go to ``runs/benchmark/expN/benchmark.csv``.
+
+The ``PyTorch bf16`` row is the checkpoint under bf16 autocast, what val/test/predict/serve run on a CPU with
+bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (or with ``amp=false``) it is skipped with the
+reason, since those commands then run fp32 (the eager row).
 
 The ONNX models are the ones beside the weights (``best.onnx``, ``best.int8.onnx``) when they are newer than
 the checkpoint; otherwise they are exported to a temporary folder (int8 calibrated on training images; skipped
@@ -30,10 +34,10 @@ from mobileseg.config import Config, resolve_config
 from mobileseg.deploy.int8 import int8_path_for, quantize_int8
 from mobileseg.deploy.onnx import export_onnx, read_onnx_metadata
 from mobileseg.deploy.rewrites import fold_batchnorm
-from mobileseg.deploy.runtimes import OnnxBackend, quiet
+from mobileseg.deploy.runtimes import OnnxBackend, TorchBackend, quiet
 from mobileseg.deploy.samples import open_dataset, source_images, split_images
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import increment_path, setup_threads
+from mobileseg.engine.runtime import cpu_has_native_bf16, increment_path, setup_threads
 from mobileseg.errors import ConfigError, MissingFileError
 from mobileseg.models.model_file import ModelInfo, load_model
 from mobileseg.timing import BenchmarkRow, Candidate, cpu_model, load_average, measure_interleaved
@@ -172,13 +176,14 @@ def benchmark(
         if int8 is None and int8_note:
             log(f"  int8 skipped: {int8_note} (pass data=<dataset> or source=<images> to calibrate)")
         onnx_files = [("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)]
-        candidates = _candidates(model, x1, xn, onnx_files, threads, weights.parent)
+        bf16 = _bf16_model(model, cfg.train.amp)
+        candidates = _candidates(model, x1, xn, onnx_files, threads, weights.parent, bf16)
         log(f"  timing {', '.join(c.name for c in candidates)} (interleaved)")
         load_before = load_average()
         with torch.inference_mode():
             measured = {r.backend: r for r in measure_interleaved(candidates, batch, warmup, runs)}
         load = (load_before, load_average())
-        rows = _rows(measured, int8_note)
+        rows = _rows(measured, int8_note, bf16_note(cfg.train.amp))
 
     save_dir = increment_path(Path(rt.project) / "benchmark", rt.name, rt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +244,20 @@ def _int8_onnx(
     return quantized, ""
 
 
+def bf16_note(amp: bool) -> str:
+    """Why the bf16 row is not timed ('' when it is): val/test/predict/serve would not use bf16 here either."""
+    if not amp:
+        return "amp=false (fp32 forced)"
+    return "" if cpu_has_native_bf16() else "no bf16 units on this CPU (emulated bf16 is slower than fp32)"
+
+
+def _bf16_model(model: torch.nn.Module | None, amp: bool) -> TorchBackend | None:
+    """The checkpoint as val/test/predict/serve run it under bf16 autocast, or None when they would not."""
+    if model is None or bf16_note(amp):
+        return None
+    return TorchBackend(model, "cpu", torch.bfloat16)
+
+
 def _candidates(
     model: torch.nn.Module | None,
     x1: torch.Tensor,
@@ -246,8 +265,10 @@ def _candidates(
     onnx_files: list[tuple[str, Path | None]],
     threads: int,
     home: Path,
+    bf16: TorchBackend | None = None,
 ) -> list[Candidate]:
-    """What is timed: PyTorch eager and channels_last (with a checkpoint), and each ONNX file that exists.
+    """What is timed: PyTorch eager and channels_last (with a checkpoint), bf16 autocast (``bf16``, the
+    checkpoint's backend under autocast), and each ONNX file that exists.
 
     An ONNX file outside ``home`` (the weights' folder) is noted as a temporary export.
     """
@@ -259,6 +280,8 @@ def _candidates(
             Candidate("PyTorch eager", lambda: model(x1), lambda: model(xn)),
             Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
         ]
+    if bf16 is not None:
+        candidates.append(Candidate("PyTorch bf16", lambda: bf16(x1), lambda: bf16(xn), "autocast, float32 logits"))
     a1, an = x1.numpy(), xn.numpy()
     for name, path in onnx_files:
         if path is None:
@@ -277,15 +300,16 @@ def _candidates(
     return candidates
 
 
-def _rows(measured: dict[str, BenchmarkRow], int8_note: str) -> list[BenchmarkRow]:
+def _rows(measured: dict[str, BenchmarkRow], int8_note: str, bf16_why: str = "") -> list[BenchmarkRow]:
     """One row per backend, in table order; a backend that was not timed gets an empty row saying why."""
     skipped = {
         "PyTorch eager": "no checkpoint given",
         "PyTorch channels_last": "no checkpoint given",
+        "PyTorch bf16": bf16_why or "no checkpoint given",
         "ONNX Runtime int8": int8_note,
     }
-    order = ["PyTorch eager", "PyTorch channels_last", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    order = ["PyTorch eager", "PyTorch channels_last", "PyTorch bf16", "ONNX Runtime fp32", "ONNX Runtime int8"]
     return [measured.get(name) or BenchmarkRow(name, note=skipped.get(name, "")) for name in order]
 
 
-__all__ = ["BenchmarkResult", "benchmark"]
+__all__ = ["BenchmarkResult", "benchmark", "bf16_note"]

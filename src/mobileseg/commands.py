@@ -34,12 +34,13 @@ def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> d
     """Evaluate ``weights`` (a checkpoint or an exported file) on a split (default ``val``).
 
     Writes ``runs/<split>/<name>/`` and returns the metrics with ``save_dir``. The dataset is the model's own
-    (see :func:`mobileseg.models.model_file.trained_data`); exported files need ``data=``.
+    (see :func:`mobileseg.models.model_file.trained_data`); exported files need ``data=``. A checkpoint runs
+    under bf16/fp16 autocast where it pays unless ``amp=false`` (recorded as ``precision`` in metrics.json).
     """
     cfg = resolve_config(cfg, overrides)
     weights = _weights(cfg)
     d, device, threads = prepare(cfg.runtime)
-    backend, info, ckpt = open_model(weights, device, threads)
+    backend, info, ckpt = open_model(weights, device, threads, cfg.train.amp)
     return evaluate_model(cfg, backend, info, ckpt, split or cfg.runtime.split, d, device)
 
 

@@ -34,21 +34,22 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
               "predict.blend"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
-            *_RUN_FOLDER, "runtime.verbose", *_INFERENCE),
+            *_RUN_FOLDER, "runtime.verbose", *_INFERENCE, "train.amp"),
     "test": ("runtime.weights", *_DATA_LOCATION, "data.split_ratios", "data.split_seed", "data.cache",
              "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-             "runtime.verbose", *_INFERENCE),
+             "runtime.verbose", *_INFERENCE, "train.amp"),
     "predict": ("runtime.weights", "predict.source", "predict.out", "predict.save_probs",
                 "predict.conf", "train.batch", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-                "runtime.verbose", *_INFERENCE),
+                "runtime.verbose", *_INFERENCE, "train.amp"),
     "export": ("runtime.weights", "export", "predict.out", "predict.source", *_DATA_LOCATION, "train.batch",
                "predict.conf", "runtime.threads", "runtime.seed", "runtime.verbose"),
     "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
-                  "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose"),
+                  "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose",
+                  "train.amp"),
     "check-data": (*_DATA_LOCATION, "data.imgsz", "data.split_ratios", "data.split_seed"),
     "convert": ("convert", "predict.out", "runtime.verbose"),
     "serve": ("runtime.weights", "serve", "predict.conf", "runtime.device", "runtime.threads",
-              "runtime.verbose", *_INFERENCE[:-1]),  # train_scale: the model's own
+              "runtime.verbose", *_INFERENCE[:-1], "train.amp"),  # train_scale: the model's own
 }  # fmt: skip
 
 # What a key means for one command, where the schema's description (written for train) would mislead.
@@ -67,7 +68,14 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("export", "predict.source"): "images for the parity check/int8 calibration when the dataset is not here",
     ("benchmark", "predict.source"): "images calibrating the temporary int8 model when the dataset is not here",
     ("benchmark", "runtime.device"): "ignored: the benchmark measures the CPU",
-    **{(c, "train.batch"): "images per batch" for c in ("val", "test", "predict", "export")},
+    **{(c, "train.batch"): "images per batch" for c in ("val", "test", "export")},
+    ("predict", "train.batch"): "images per forward pass (resize mode; decoded a batch ahead), windows in slide mode",
+    **{
+        (c, "train.amp"): "bf16/fp16 autocast of a .pt model where it pays (CPUs with bf16 units, CUDA); false = "
+        "fp32; exports run as exported"
+        for c in ("val", "test", "predict", "serve")
+    },
+    ("benchmark", "train.amp"): "time the PyTorch bf16 row (CPUs with bf16 units); false = skip it",
     ("benchmark", "train.batch"): "batch size of the throughput measurement",
     **{(c, "predict.conf"): "foreground threshold (binary) of the metrics" for c in ("val", "test")},
     ("export", "predict.conf"): "foreground threshold (binary) of the parity check",

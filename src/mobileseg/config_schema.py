@@ -149,7 +149,11 @@ class TrainConfig(_Section):
         description="weight per class in CE/focal (binary: background,foreground); auto = from train pixel counts",
     )
     freeze_encoder_epochs: int = Field(0, ge=0, description="train the decoder alone for the first N epochs")
-    amp: bool = Field(True, description="mixed precision where it pays: CUDA, CPUs with bf16 units (AVX512-BF16/AMX)")
+    amp: bool = Field(
+        True,
+        description="mixed precision where it pays (CUDA, CPUs with bf16 units: AVX512-BF16/AMX), in training and "
+        "in val/test/predict/serve of .pt models; false = fp32",
+    )
     patience: int = Field(0, ge=0, description="early stopping after N epochs without improvement; 0 = off")
     resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")

@@ -329,7 +329,7 @@ def serve(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) ->
     port = sock.getsockname()[1]
     shown = f"[{sc.host.strip('[]')}]" if ":" in sc.host else sc.host
     print(
-        f"mobileseg serve: {predictor.weights.name} ({predictor.kind}, {threads} threads)"
+        f"mobileseg serve: {predictor.weights.name} ({predictor.describe()}, {threads} threads)"
         f"{', token required' if token else ''}\n"
         f"  page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs   Ctrl-C stops",
         flush=True,

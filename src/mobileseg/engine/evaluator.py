@@ -181,6 +181,15 @@ def prediction_grid(
     )
 
 
+def model_precision(model: Model) -> str | None:
+    """The precision a model's figures come from (``bf16``/``fp16``/``fp32``, a backend's ``precision``; a bare
+    module runs fp32), or None for exported files, which run as they were exported (fp32 or int8)."""
+    net = getattr(model, "net", model)  # SlideModel wraps the backend
+    if hasattr(net, "precision"):
+        return str(net.precision)
+    return "fp32" if isinstance(net, torch.nn.Module) else None
+
+
 def display_size(path: Path) -> tuple[int, int] | None:
     """(height, width) of an image as displayed (EXIF orientation applied), read from its header only."""
     try:
@@ -309,7 +318,8 @@ def evaluate_model(
     write_report(save_dir, result, spec, dataset, shown_model, cfg, device, settings)
     card = update_model_card(cfg.runtime.weights, save_dir, result.metrics, result.per_class, spec, len(dataset), split)
     if cfg.runtime.verbose:
-        print(f"{split}: {len(dataset)} images ({settings.describe()})  {format_metrics(result.metrics)}")
+        precision = model_precision(model) or "as exported"
+        print(f"{split}: {len(dataset)} images ({settings.describe()}, {precision})  {format_metrics(result.metrics)}")
         if not spec.binary:
             print(format_table(spec.names, result.per_class))
         print(f"Results saved to {save_dir}" + (f"; model card updated: {card}" if card else ""))
@@ -337,6 +347,7 @@ def write_report(
         "images": len(dataset),
         "imgsz": list(dataset.imgsz),
         "inference": {**settings.record(), "tta": settings.tta} if settings else None,
+        "precision": model_precision(model),
         "metrics": result.metrics,
         "per_class": {n: {k: v[i] for k, v in result.per_class.items()} for i, n in enumerate(names)},
         "stems": [s.stem for s in dataset.samples],

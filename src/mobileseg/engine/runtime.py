@@ -58,6 +58,28 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def autocast_dtype(device: torch.device | str, enabled: bool = True) -> torch.dtype | None:
+    """The autocast dtype that pays on ``device``, or None for fp32 (``enabled=False``: the ``amp=false`` key).
+
+    CUDA: bf16 where the GPU supports it (no overflow, no grad scaler needed), else fp16. CPU: bf16 only with
+    bf16 units (:func:`cpu_has_native_bf16`); elsewhere it is emulated and slower than fp32. Other devices
+    (MPS): fp32. Training and inference of ``.pt`` models share this choice.
+    """
+    device = torch.device(device)
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``bf16``, ``fp16`` or ``fp32`` (None = no autocast): how runs record the precision of their figures."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32") if dtype is not None else "fp32"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
