@@ -94,6 +94,32 @@ def test_corrupt_files_are_skipped_and_named(binary_ckpt, images, tmp_path, caps
     assert "notes.jpg" in err and "truncated.jpg" in err and "2 input(s) skipped" in err
 
 
+def test_batched_folder_predict_equals_one_by_one(binary_ckpt, tmp_path):
+    """Batches of 4 (images of different sizes, the next batch decoded in a thread) give the masks of predicting
+    each image alone, exactly in fp32 (probabilities to float rounding: the conv kernels sum in a batch-dependent
+    order, ~2e-7), within bf16 rounding under autocast."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i, (h, w) in enumerate([(50, 70), (97, 131), (64, 64), (33, 47), (120, 80), (70, 50), (81, 99)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    (folder / "im3b.jpg").write_text("not an image")  # skipped in the middle of a batch
+    kw = {"weights": str(binary_ckpt), "source": str(folder), "verbose": False, "threads": 1}
+    for amp in (False, True):
+        one = mobileseg.predict(batch=1, amp=amp, out=str(tmp_path / f"b1-{amp}"), **kw)
+        four = mobileseg.predict(batch=4, amp=amp, out=str(tmp_path / f"b4-{amp}"), **kw)
+        assert [r.path for r in one] == [r.path for r in four] and len(one) == 7
+        assert [p for p, _ in one.skipped] == [p for p, _ in four.skipped] == [str(folder / "im3b.jpg")]
+        for a, b in zip(one, four, strict=True):
+            if not amp:
+                np.testing.assert_array_equal(a.mask, b.mask)
+                np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-6)
+            else:
+                assert (a.mask != b.mask).mean() < 1e-3 and np.abs(a.probs - b.probs).max() < 1e-2
+        with open(one.save_dir / "predictions.csv") as f1, open(four.save_dir / "predictions.csv") as f4:
+            assert [r[:4] for r in csv.reader(f1)] == [r[:4] for r in csv.reader(f4)]
+
+
 def test_list_file_and_glob_sources(images, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"# images\n{images / 'rgb.jpg'}\nmissing.png\n\n{images / 'gray.png'}\n")

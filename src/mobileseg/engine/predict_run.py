@@ -11,6 +11,7 @@ import glob
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,12 @@ def predict_files(
 ) -> PredictRun:
     """Segment every image ``source`` names, in batches of ``batch``, writing results into ``save_dir``.
 
+    In resize mode a batch's images (all resized to the model's input size) run in one forward pass; in slide
+    mode each image slides on its own, ``batch`` windows at a time. The next batch is decoded in a thread while
+    the model runs (:func:`_decoded_ahead`). In fp32 the masks are those of predicting the images one by one
+    (an image's forward pass does not depend on its batch neighbours; only float rounding, ~1e-7, does, as the
+    conv kernels sum in a batch-dependent order: tests/test_predict.py checks it).
+
     Output: ``<stem>_mask.png`` (binary: 0/255; multi-class: class indices with the palette),
     ``<stem>_overlay.jpg``, ``<stem>_probs.npy`` (float16, with ``save_probs``) and ``predictions.csv`` (file,
     width, height, class pixel shares, seconds).
@@ -161,16 +168,15 @@ def predict_files(
         raise MissingFileError(f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)})")
     save_dir.mkdir(parents=True, exist_ok=True)
     log(
-        f"predict: {len(files)} images with {predictor.weights.name} ({predictor.kind}, "
-        f"input {predictor.imgsz[0]}x{predictor.imgsz[1]}, {predictor.settings.describe()})"
+        f"predict: {len(files)} images with {predictor.weights.name} (input {predictor.imgsz[0]}x"
+        f"{predictor.imgsz[1]}, {predictor.describe()}), batches of {batch}"
     )
     writer = _Writer(predictor, save_dir, save_probs)
     results: list[PredictionResult] = []
     start = time.perf_counter()
     progress = tqdm(total=len(files), desc="  predict", leave=False, disable=None if verbose else True)
     try:
-        for chunk in _batched(files, batch):
-            images, paths, decode = _decode(chunk, skipped, predictor.read)
+        for chunk, (images, paths, decode) in _decoded_ahead(files, batch, skipped, predictor.read):
             for result, image in zip(predictor.predict_batch(images, paths, decode), images, strict=True):
                 writer.write(result, image)
                 results.append(result)
@@ -186,6 +192,27 @@ def predict_files(
         warn(f"{len(skipped)} input(s) skipped:\n{lines}")
     log(f"Results saved to {save_dir}")
     return PredictRun(results, save_dir, skipped, seconds)
+
+
+def _decoded_ahead(
+    files: Sequence[Path], batch: int, skipped: list[tuple[str, str]], read: Callable[[Path], Any]
+) -> Iterator[tuple[Sequence[Path], tuple[list[Any], list[str], list[float]]]]:
+    """``(chunk, _decode(chunk))`` for each batch of ``files``, the next batch decoded in a thread meanwhile.
+
+    Why: decoding (PIL, tifffile) releases the GIL, so on a machine with a spare core the next batch's JPEGs
+    are ready when the model has finished the current one; at most two batches of decoded images are held.
+    Results and their order are those of decoding in the loop (``skipped`` is appended in file order too).
+    """
+    chunks = list(_batched(files, batch))
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="mobileseg-decode") as pool:
+        pending = pool.submit(_decode, chunks[0], skipped, read)
+        for i, chunk in enumerate(chunks):
+            decoded = pending.result()
+            if i + 1 < len(chunks):
+                pending = pool.submit(_decode, chunks[i + 1], skipped, read)
+            yield chunk, decoded
 
 
 def _decode(
