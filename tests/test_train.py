@@ -103,9 +103,9 @@ def test_same_seed_same_metrics(shapes, tmp_path):
 @pytest.mark.parametrize("bf16_units", [True, False])
 def test_cpu_precision_follows_the_hardware(shapes, tmp_path, monkeypatch, bf16_units):
     """bf16 autocast on CPUs with bf16 units (1.7-1.9x faster there), fp32 elsewhere or with amp=false."""
-    from mobileseg.engine import setup as setup_mod
+    from mobileseg.engine import runtime
 
-    monkeypatch.setattr(setup_mod, "cpu_has_native_bf16", lambda: bf16_units)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: bf16_units)
     seen: list[torch.dtype] = []
     original = Segmenter.forward
 

@@ -17,7 +17,7 @@ from torch import nn
 from mobileseg.config import STRIDE, Config, load_config
 from mobileseg.engine.evaluator import palette_for
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import Dist, cpu_has_native_bf16, increment_path
+from mobileseg.engine.runtime import Dist, autocast_dtype, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
 from mobileseg.models.checkpoint import load_checkpoint
 
@@ -52,16 +52,11 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of the training forward pass, or None for fp32 (validation always runs fp32).
 
-    CUDA: bf16 where supported, else fp16 (with the grad scaler). CPU: bf16 only on CPUs with bf16 units
-    (AVX512-BF16/AMX); elsewhere CPU autocast is slower than fp32.
+    The same choice as inference (:func:`~mobileseg.engine.runtime.autocast_dtype`): CUDA bf16 where supported,
+    else fp16 (with the grad scaler); CPU bf16 only with bf16 units (AVX512-BF16/AMX), where emulation would be
+    slower than fp32.
     """
-    if not cfg.train.amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    return autocast_dtype(device, cfg.train.amp)
 
 
 def resume_config(cfg: Config) -> tuple[Config, dict[str, Any]]:
