@@ -184,3 +184,35 @@ def test_check_data_reports_sizes_and_suggests_crops_for_large_images(tmp_path):
     report = check_dataset(resolve_dataset(str(make_shapes_dataset(tmp_path / "big", n=4, size=640))), imgsz=(64, 64))
     text = report.format()
     assert "median 640x640" in text and "throws away 99.0%" in text and "crop=128,128" in text
+
+
+def test_resize_mode_tta_changes_the_evaluated_probabilities_as_predict_does():
+    """val/test with tta= score the flip (and multi-scale) average, not the plain forward (it once ignored tta)."""
+    from mobileseg.engine.inference import flip_average, resize_tta
+    from mobileseg.engine.inference_mode import ResizeTTAModel
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 1, 5, padding=2)  # not mirror-symmetric: the flip changes its output
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        plain = torch.sigmoid(net(x))
+        flip = ResizeTTAModel(net, InferenceSettings(tta="flip"), binary=True)
+        expected = (plain + torch.sigmoid(net(x.flip(-1))).flip(-1)) / 2
+        assert torch.allclose(torch.sigmoid(flip(x)), expected, atol=1e-5)
+        assert not torch.allclose(torch.sigmoid(flip(x)), plain, atol=1e-3)
+        both = ResizeTTAModel(net, InferenceSettings(tta="flip+ms", tta_scales=(0.5, 1.0)), binary=True)
+        reference = resize_tta(flip_average(lambda t: torch.sigmoid(net(t))), x, (0.5, 1.0))
+        assert torch.allclose(torch.sigmoid(both(x)), reference, atol=1e-5)
+
+
+def test_test_with_tta_uses_it(tmp_path):
+    """`mobileseg test tta=flip` reports different figures from tta=none on the same checkpoint."""
+    from helpers import FAST, make_shapes_dataset
+
+    import mobileseg
+
+    data = make_shapes_dataset(tmp_path / "shapes", n=8, size=64)
+    run = mobileseg.train(data=str(data), epochs=1, project=str(tmp_path / "r"), **{**FAST, "imgsz": 64})
+    plain = mobileseg.test(weights=str(run.best), project=str(tmp_path / "r"), name="a", **FAST)
+    flip = mobileseg.test(weights=str(run.best), project=str(tmp_path / "r"), name="b", tta="flip", **FAST)
+    assert plain["loss"] != flip["loss"]

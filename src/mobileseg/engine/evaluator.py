@@ -27,7 +27,7 @@ from mobileseg.data import DatasetSpec, SegmentationDataset
 from mobileseg.data.bands import display_rgb, unit
 from mobileseg.data.crops import NativeDataset
 from mobileseg.data.loading import SWAPPING_ORIENTATIONS, image_geometry
-from mobileseg.engine.inference_mode import InferenceSettings, SlideModel, resolve_settings
+from mobileseg.engine.inference_mode import InferenceSettings, ResizeTTAModel, SlideModel, resolve_settings
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
 from mobileseg.engine.model_card import update_model_card
@@ -266,8 +266,11 @@ def slide_setup(
 ) -> tuple[Any, Model, int]:
     """(dataset, model, batch) of an evaluation: the split at ``imgsz`` as it always was, or, in slide mode, at
     each image's own size (:class:`~mobileseg.data.crops.NativeDataset`, batch 1) with the model wrapped in a
-    :class:`~mobileseg.engine.inference_mode.SlideModel` (windows at ``train_scale``, TTA)."""
+    :class:`~mobileseg.engine.inference_mode.SlideModel` (windows at ``train_scale``, TTA); resize mode with
+    ``tta`` wraps it in a :class:`~mobileseg.engine.inference_mode.ResizeTTAModel`."""
     if settings is None or not settings.slide:
+        if settings is not None and settings.tta != "none":
+            model = ResizeTTAModel(model, settings, binary=spec.binary)
         return SegmentationDataset(spec, split, imgsz, cache=cache), model, batch
     net = SlideModel(model, settings, binary=spec.binary, device=device)
     return NativeDataset(spec, split, settings.window or imgsz), net, 1

@@ -25,7 +25,7 @@ from mobileseg.config import Config
 from mobileseg.errors import ConfigError
 from mobileseg.models.model_file import ModelInfo
 
-from .inference import STREAM_PIXELS, flip_average, slide_image
+from .inference import STREAM_PIXELS, flip_average, resize_tta, slide_image
 
 RECORDED = ("infer", "window", "overlap", "blend", "train_scale")  # what a model file remembers
 
@@ -195,16 +195,47 @@ class SlideModel(nn.Module):
             )  # fmt: skip
             assert probs is not None
             outs.append(probs)
-        p = torch.stack(outs).clamp(1e-7, 1 - 1e-7)
-        return (torch.log(p / (1 - p)) if self.binary else torch.log(p)).to(images.device)
+        return pseudo_logits(torch.stack(outs), self.binary).to(images.device)
+
+
+def pseudo_logits(p: torch.Tensor, binary: bool) -> torch.Tensor:
+    """``logit p`` (binary) or ``log p``: what sigmoid/softmax turns back into the probabilities ``p``."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return torch.log(p / (1 - p)) if binary else torch.log(p)
+
+
+class ResizeTTAModel(nn.Module):
+    """A network as the evaluator sees it in resize mode with test-time augmentation: the flip and/or multi-scale
+    average of its probabilities, returned as pseudo-logits (see :class:`SlideModel`), so ``tta=`` changes the
+    scores of ``val``/``test`` exactly as it changes ``predict``.
+
+    Args:
+        net: the network (any backend taking the resized batch).
+        settings: the settings (``flip``, ``scales``).
+        binary: one output channel with a sigmoid.
+    """
+
+    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], settings: InferenceSettings, binary: bool) -> None:
+        super().__init__()
+        self.net, self.settings, self.binary = net, settings, binary
+        self.act = activation(binary)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        def probs(x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.net(x).float())
+
+        fn = flip_average(probs) if self.settings.flip else probs
+        return pseudo_logits(resize_tta(fn, images, self.settings.scales), self.binary)
 
 
 __all__ = [
     "RECORDED",
     "InferenceSettings",
+    "ResizeTTAModel",
     "SlideModel",
     "activation",
     "from_record",
+    "pseudo_logits",
     "resolve_settings",
     "to_classes_fn",
     "training_settings",
