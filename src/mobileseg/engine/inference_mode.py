@@ -69,6 +69,15 @@ class InferenceSettings:
     def slide(self) -> bool:
         return self.infer == "slide"
 
+    def with_flip(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``fn`` (windows -> probabilities) with the flip TTA these settings ask for: one place for predict, serve,
+        val and test, so an evaluation scores exactly what prediction returns."""
+        return flip_average(fn) if self.flip else fn
+
+    def resize_probs(self, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """Resize-mode probabilities of ``batch`` (at the model's input size) with flip and multi-scale TTA."""
+        return resize_tta(self.with_flip(fn), batch, self.scales)
+
     def record(self) -> dict[str, Any]:
         """The part a model file stores (checkpoint ``inference``, export metadata, args.yaml)."""
         return {
@@ -185,7 +194,7 @@ class SlideModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         s = self.settings
         assert s.window is not None
-        fn = flip_average(self.window_fn) if s.flip else self.window_fn
+        fn = s.with_flip(self.window_fn)
         outs = []
         for image in images.cpu():
             u8 = image.mul(255).round().clamp(0, 255).to(torch.uint8)
@@ -224,8 +233,7 @@ class ResizeTTAModel(nn.Module):
         def probs(x: torch.Tensor) -> torch.Tensor:
             return self.act(self.net(x).float())
 
-        fn = flip_average(probs) if self.settings.flip else probs
-        return pseudo_logits(resize_tta(fn, images, self.settings.scales), self.binary)
+        return pseudo_logits(self.settings.resize_probs(probs, images), self.binary)
 
 
 __all__ = [

@@ -45,7 +45,7 @@ from mobileseg import viz
 from mobileseg.data.bands import display_rgb, image_hw, read_image_input, resize_bands, unit_tensor
 from mobileseg.models.model_file import ModelInfo
 
-from .inference import chw_pixels, flip_average, resize_tta, slide_image
+from .inference import chw_pixels, slide_image
 from .inference_mode import InferenceSettings, activation, from_record, to_classes_fn
 
 ImageInput = Image.Image | np.ndarray | str | Path
@@ -203,8 +203,7 @@ class Predictor:
         With flip TTA, the flipped copies run in the same batch and their output is flipped back before
         averaging; with multi-scale TTA the batch runs once per scale (sides rounded to 32), outputs resized back.
         """
-        fn = flip_average(self.window_probs) if self.settings.flip else self.window_probs
-        return resize_tta(fn, batch, self.settings.scales)
+        return self.settings.resize_probs(self.window_probs, batch)
 
     def window_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities of one forward pass (the backend under the lock: one inference at a time)."""
@@ -217,10 +216,9 @@ class Predictor:
         (probs empty when streamed)."""
         s = self.settings
         assert s.window is not None
-        fn = flip_average(self.window_probs) if s.flip else self.window_probs
         probs, classes = slide_image(
-            fn, chw_pixels(image), s.window, overlap=s.overlap, blend=s.blend, batch=s.batch,
-            train_scale=s.train_scale, scales=s.scales, to_classes=to_classes_fn(self.binary, self.conf),
+            s.with_flip(self.window_probs), chw_pixels(image), s.window, overlap=s.overlap, blend=s.blend,
+            batch=s.batch, train_scale=s.train_scale, scales=s.scales, to_classes=to_classes_fn(self.binary, self.conf),
             stream_pixels=s.stream_pixels,
         )  # fmt: skip
         if probs is None:
