@@ -7,10 +7,11 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from mobileseg.config import ModelConfig
+from mobileseg.config import ModelConfig, load_config
 from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, RefineDecoder, Segmenter
-from mobileseg.models.decoder import same_padding_transpose
+from mobileseg.models.decoder import REFINE_FILTERS, same_padding_transpose
 from mobileseg.models.encoder import run_split_block
+from mobileseg.models.segmenter import LEGACY_REFINE_CHANNELS
 
 # The TF "Image segmentation" tutorial's model.summary(): 6,504,227 total params (3 output classes, k=3).
 # Keras counts BatchNorm moving mean/variance as (non-trainable) params, so the comparable PyTorch figure is
@@ -247,6 +248,7 @@ def test_init_args_and_from_config() -> None:
         "freeze_bn": True,
         "decoder": "refine",
         "in_channels": 3,
+        "decoder_channels": list(REFINE_FILTERS),
     }
     assert model.freeze_bn and model.names is None and model.imgsz == (224, 224)
     assert Segmenter(**model.init_args).state_dict().keys() == model.state_dict().keys()
@@ -264,9 +266,10 @@ def test_refine_decoder_shape_and_channels(models: dict[int, Segmenter]) -> None
     dec = models[3].decoder
     assert isinstance(dec, RefineDecoder) and len(dec.blocks) == 4
     assert [b.skip[0].in_channels for b in dec.blocks] == [576, 192, 144, 96]
-    assert [b.conv1[0].out_channels for b in dec.blocks] == [256, 128, 64, 32]
-    assert [b.conv1[0].in_channels for b in dec.blocks] == [320 + 64, 256 + 48, 128 + 32, 64 + 24]
-    assert (dec.head.in_channels, dec.head.out_channels, dec.head.kernel_size) == (32, 3, (3, 3))
+    f = REFINE_FILTERS
+    assert [b.conv1[0].out_channels for b in dec.blocks] == list(f)
+    assert [b.conv1[0].in_channels for b in dec.blocks] == [320 + 64, f[0] + 48, f[1] + 32, f[2] + 24]
+    assert (dec.head.in_channels, dec.head.out_channels, dec.head.kernel_size) == (f[3], 3, (3, 3))
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in dec.modules())
 
 
@@ -316,6 +319,34 @@ def test_old_checkpoints_rebuild_the_tutorial_decoder() -> None:
     del ckpt["model_args"]["decoder"]
     loaded = Segmenter.from_checkpoint(ckpt)
     assert isinstance(loaded.decoder, Pix2PixDecoder) and loaded.init_args["decoder"] == "tutorial"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))
+
+
+def test_decoder_channels_set_the_stage_widths_and_survive_checkpoints() -> None:
+    model = Segmenter(num_classes=2, width_mult=0.35, decoder_channels=(40, 24, 16, 8)).eval()
+    assert [b.conv2[0].out_channels for b in model.decoder.blocks] == [40, 24, 16, 8]
+    assert model.decoder.head.in_channels == 8
+    loaded = Segmenter.from_checkpoint(model.to_checkpoint(names=["a", "b"]))
+    assert loaded.init_args["decoder_channels"] == [40, 24, 16, 8]
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    tutorial = Segmenter(num_classes=1, width_mult=0.35, decoder="tutorial", decoder_channels=(64, 32, 16, 8))
+    assert [b[0].out_channels for b in tutorial.decoder.blocks] == [64, 32, 16, 8]
+    assert load_config(overrides=["decoder_channels=128,64,32,16"]).model.decoder_channels == (128, 64, 32, 16)
+    with pytest.raises(ValueError, match="decoder_channels"):
+        Segmenter(num_classes=1, decoder_channels=(64, 32, 16))
+
+
+def test_refine_checkpoints_without_decoder_channels_keep_their_widths() -> None:
+    """Refine files written before ``decoder_channels`` existed had 256-128-64-32, whatever today's default is."""
+    old = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=LEGACY_REFINE_CHANNELS).eval()
+    ckpt = old.to_checkpoint()
+    del ckpt["model_args"]["decoder_channels"]
+    loaded = Segmenter.from_checkpoint(ckpt)
+    assert loaded.init_args["decoder_channels"] == list(LEGACY_REFINE_CHANNELS)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), old(x))

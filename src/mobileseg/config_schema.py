@@ -67,6 +67,11 @@ class ModelConfig(_Section):
         description="refine = bilinear upsampling + two 3x3 convs after each skip (default: no edge/grid defect, "
         "better on thin structures); tutorial = the TF tutorial's transposed convs",
     )
+    decoder_channels: tuple[int, int, int, int] | None = Field(
+        None,
+        description="filters of the decoder's 4 stages, deepest first (empty = the decoder's default: refine "
+        "256,128,64,32; tutorial 512,256,128,64)",
+    )
     kernel_size: int = Field(3, ge=2, le=7, description="kernel of the tutorial decoder's transposed convolutions")
     decoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the tutorial decoder's upsample blocks")
     freeze_encoder: bool = Field(False, description="train the decoder only (the TF tutorial's setting)")

@@ -245,23 +245,34 @@ class RefineDecoder(nn.Module):
 DECODERS = ("refine", "tutorial")
 
 
+def default_channels(name: str) -> tuple[int, ...]:
+    """The stage filters a decoder gets when ``decoder_channels`` is not set (deepest first)."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder '{name}': choose one of {', '.join(DECODERS)}")
+    return REFINE_FILTERS if name == "refine" else PIX2PIX_FILTERS
+
+
 def build_decoder(
     name: str,
     encoder_channels: Sequence[int],
     num_classes: int,
     kernel_size: int = 3,
     dropout: float = 0.0,
+    channels: Sequence[int] | None = None,
 ) -> nn.Module:
     """The decoder named by the ``decoder`` setting: ``'refine'`` (default) or ``'tutorial'`` (the TF tutorial's).
 
     ``kernel_size`` and ``dropout`` shape the tutorial's transposed-conv blocks; the refine decoder has neither.
+    ``channels``: the filters of the four stages, deepest first (``decoder_channels``; smp's name); None = the
+    decoder's own default (:func:`default_channels`).
 
     Example:
         >>> type(build_decoder("tutorial", (96, 144, 192, 576, 320), 1)).__name__
         'Pix2PixDecoder'
     """
+    filters = tuple(channels) if channels is not None else default_channels(name)
+    if len(filters) != 4 or any(int(f) != f or f < 1 for f in filters):
+        raise ValueError(f"decoder_channels must be 4 positive integers (deepest stage first), got {list(filters)}")
     if name == "refine":
-        return RefineDecoder(encoder_channels, num_classes)
-    if name == "tutorial":
-        return Pix2PixDecoder(encoder_channels, num_classes, kernel_size=kernel_size, dropout=dropout)
-    raise ValueError(f"unknown decoder '{name}': choose one of {', '.join(DECODERS)}")
+        return RefineDecoder(encoder_channels, num_classes, filters=filters)
+    return Pix2PixDecoder(encoder_channels, num_classes, filters=filters, kernel_size=kernel_size, dropout=dropout)

@@ -81,6 +81,8 @@ def model_card(config: Mapping[str, Any], info: Mapping[str, Any], images: list[
 def _decoder_line(args: dict[str, Any]) -> str:
     """The decoder in words: ``refine``, or the tutorial's with its kernel (files without the entry are tutorial)."""
     decoder = args.get("decoder", "tutorial")
+    widths = args.get("decoder_channels")
+    filters = f", stage filters {'-'.join(str(c) for c in widths)}" if widths else ""
     if decoder == "tutorial":
-        return f"pix2pix decoder as in the tutorial (transposed convs, kernel {args.get('kernel_size', 3)})"
-    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs)"
+        return f"pix2pix decoder as in the tutorial (transposed convs, kernel {args.get('kernel_size', 3)}{filters})"
+    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs{filters})"

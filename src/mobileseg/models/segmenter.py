@@ -21,7 +21,7 @@ from mobileseg.config import STRIDE  # the encoder's output stride: input sides 
 from mobileseg.errors import WeightsError
 
 from .checkpoint import load_checkpoint, make_checkpoint
-from .decoder import build_decoder
+from .decoder import build_decoder, default_channels
 from .encoder import MobileNetV2Encoder
 from .hub import load_pretrained, save_pretrained
 
@@ -40,9 +40,12 @@ CONFIG_ARGS = (
     "freeze_encoder",
     "freeze_bn",
     "decoder",
+    "decoder_channels",
 )
 # What a checkpoint without a ``decoder`` entry was made with: every file written before the refine decoder.
 LEGACY_DECODER = "tutorial"
+# The refine decoder's stage filters in files written before ``decoder_channels`` existed.
+LEGACY_REFINE_CHANNELS = (256, 128, 64, 32)
 
 
 def default_stats(in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -115,6 +118,9 @@ class Segmenter(nn.Module):
         in_channels: input bands (3 = RGB). Other counts adapt the first conv's (pretrained) RGB kernels
             (:func:`~mobileseg.models.encoder.adapt_first_conv`) and take their ``mean``/``std`` from the train
             split (:func:`set_normalization`); checkpoints without this entry are RGB models.
+        decoder_channels: filters of the decoder's four stages, deepest first (smp's ``decoder_channels``);
+            None = the decoder's default. Stored resolved, so checkpoints rebuild with the widths they were
+            trained with; refine checkpoints without this entry have (256, 128, 64, 32).
 
     Attributes:
         num_classes: output channels. binary: ``num_classes == 1``.
@@ -139,6 +145,7 @@ class Segmenter(nn.Module):
         freeze_bn: bool = False,
         decoder: str = "refine",
         in_channels: int = 3,
+        decoder_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 1:
@@ -155,6 +162,8 @@ class Segmenter(nn.Module):
             "freeze_bn": bool(freeze_bn),
             "decoder": str(decoder),
             "in_channels": int(in_channels),
+            # resolved, so a later change of the default never changes what a checkpoint rebuilds
+            "decoder_channels": [int(c) for c in (decoder_channels or default_channels(str(decoder)))],
         }
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
@@ -168,7 +177,12 @@ class Segmenter(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=True)
         self.encoder = MobileNetV2Encoder(width_mult=width_mult, weights=encoder_weights, in_channels=in_channels)
         self.decoder = build_decoder(
-            decoder, self.encoder.out_channels, self.num_classes, kernel_size=kernel_size, dropout=decoder_dropout
+            decoder,
+            self.encoder.out_channels,
+            self.num_classes,
+            kernel_size=kernel_size,
+            dropout=decoder_dropout,
+            channels=self.init_args["decoder_channels"],
         )
         self.set_encoder_frozen(freeze_encoder)
         self.train(self.training)  # apply freeze_bn from the start
@@ -316,6 +330,8 @@ class Segmenter(nn.Module):
             raise WeightsError(f"{where}: model_args has unknown entries {unknown} (made by a newer mobileseg?)")
         args["encoder_weights"] = None  # the state dict holds every weight; never download or read others
         args.setdefault("decoder", LEGACY_DECODER)  # files from before the refine decoder keep their architecture
+        if args["decoder"] == "refine":  # ... and refine files from before decoder_channels keep their widths
+            args.setdefault("decoder_channels", LEGACY_REFINE_CHANNELS)
         try:
             model = cls(**args)
         except (TypeError, ValueError) as e:
