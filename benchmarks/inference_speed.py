@@ -6,7 +6,10 @@ fp32 / int8, same thread count for all), then the verdict:
 
 * ONNX Runtime fp32 batch-8 images/s >= 1.5x PyTorch eager (same model, same run);
 * ONNX Runtime int8 faster than fp32;
-* int8 IoU change on the test split >= -0.01.
+* int8 IoU change on the test split >= -0.01;
+* beside the TensorFlow tutorial's Keras model (``keras_tutorial_step.py --infer-only`` in ``.bench/tfenv``, float32
+  and ``mixed_bfloat16``, same threads and batch; ``--skip-keras`` leaves it out): a ``.pt`` in the precision
+  predict/val/test use by default >= 1.3x Keras' faster precision, ONNX Runtime int8 >= 2.5x.
 
 Usage::
 
@@ -28,6 +31,38 @@ from typing import Any
 
 FP32_TARGET = 1.5  # ORT fp32 / PyTorch eager, batch-8 images/s
 IOU_LOSS_TARGET = 0.01
+PT_VS_KERAS = 1.3  # the .pt path (default precision) / Keras' faster inference
+INT8_VS_KERAS = 2.5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def keras_inference(tf_python: Path, threads: int, batch: int, size: int, precision: str) -> dict[str, Any]:
+    """The Keras tutorial model's batch inference images/s, in its own process and environment."""
+    import subprocess
+
+    if not tf_python.exists():
+        raise SystemExit(f"{tf_python} not found: run benchmarks/train_speed.py once (it creates it) or --skip-keras")
+    out = subprocess.run(
+        [
+            str(tf_python),
+            str(ROOT / "benchmarks" / "keras_tutorial_step.py"),
+            "--infer-only",
+            "--threads",
+            str(threads),
+            "--batch",
+            str(batch),
+            "--size",
+            str(size),
+            "--steps",
+            "10",
+            "--precision",
+            precision,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--calib-images", type=int, default=32, help="int8 calibration images (training split)")
     p.add_argument("--project", default="runs", help="root of run folders")
+    p.add_argument("--tf-python", type=Path, default=ROOT / ".bench" / "tfenv" / "bin" / "python")
+    p.add_argument("--skip-keras", action="store_true", help="no Keras rows")
     return p.parse_args(argv)
 
 
@@ -75,6 +112,28 @@ def main(argv: list[str] | None = None) -> int:
             iou_change >= -IOU_LOSS_TARGET,
         ),
     }
+    if not args.skip_keras:
+        size = bench.imgsz[0]
+        keras = {
+            prec: keras_inference(args.tf_python, bench.threads, bench.batch, size, prec)["infer_img_s"]
+            for prec in ("float32", "mixed_bfloat16")
+        }
+        best_prec = max(keras, key=keras.__getitem__)
+        print(
+            f"\nKeras tutorial model, batch {bench.batch}, {size} px: "
+            + ", ".join(f"{p} {v:.1f} images/s" for p, v in keras.items())
+        )
+        pt_row = bench.row("PyTorch bf16") or bench.row("PyTorch eager")
+        pt = pt_row.images_s / keras[best_prec] if pt_row else math.nan
+        i8 = int8_row.images_s / keras[best_prec] if int8_row else math.nan
+        checks[f".pt ({pt_row.backend if pt_row else '?'}) >= {PT_VS_KERAS}x Keras {best_prec}"] = (
+            pt,
+            pt >= PT_VS_KERAS,
+        )
+        checks[f"ORT int8 >= {INT8_VS_KERAS}x Keras {best_prec}"] = (i8, i8 >= INT8_VS_KERAS)
+        keras_rows = {"keras_infer_img_s": keras}
+    else:
+        keras_rows = {}
     if max(bench.load) > bench.threads:
         print(
             f"\nnote: load average {max(bench.load):.1f} > {bench.threads} threads: other processes shared the "
@@ -98,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "parity": exported.parity.__dict__,
         "int8": {k: (str(v) if isinstance(v, Path) else v) for k, v in int8.__dict__.items()} if int8 else None,
         "checks": {name: {"value": value, "ok": bool(ok)} for name, (value, ok) in checks.items()},
+        **keras_rows,
     }
     path = bench.save_dir / "inference_speed.json"
     path.write_text(json.dumps(summary, indent=2, default=float))

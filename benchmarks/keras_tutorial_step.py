@@ -2,8 +2,10 @@
 
 Runs in its own environment with tensorflow-cpu (never a dependency of mobileseg). Prints one JSON line:
 train and inference images/s (median over timed steps after warm-up), batch 8, 224 px, binary output.
+``--precision mixed_bfloat16`` sets Keras' global mixed-precision policy, as a Keras user on a CPU with bf16 units
+would (the logits layer stays float32, as Keras' mixed-precision guide advises).
 
-    python benchmarks/keras_tutorial_step.py --threads 2 --steps 20
+    python benchmarks/keras_tutorial_step.py --threads 2 --steps 20 --precision mixed_bfloat16
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import statistics
 import time
 
 
-def build_model(size: int = 224, out_channels: int = 1, freeze_encoder: bool = False):  # type: ignore[no-untyped-def]
+def build_model(size: int = 224, out_channels: int = 1, freeze_encoder: bool = False, logits_dtype=None):  # type: ignore[no-untyped-def]
     import tensorflow as tf
 
     base = tf.keras.applications.MobileNetV2(input_shape=[size, size, 3], include_top=False, weights=None)
@@ -46,7 +48,7 @@ def build_model(size: int = 224, out_channels: int = 1, freeze_encoder: bool = F
     x = skips[-1]
     for up, skip in zip([upsample(512), upsample(256), upsample(128), upsample(64)], reversed(skips[:-1]), strict=True):
         x = tf.keras.layers.Concatenate()([up(x), skip])
-    x = tf.keras.layers.Conv2DTranspose(out_channels, 3, strides=2, padding="same")(x)
+    x = tf.keras.layers.Conv2DTranspose(out_channels, 3, strides=2, padding="same", dtype=logits_dtype)(x)
     return tf.keras.Model(inputs=inputs, outputs=x)
 
 
@@ -64,6 +66,8 @@ def main() -> None:
         default="auto",
         help="model.compile(jit_compile=...): Keras 3's default 'auto' turns XLA on for the TF backend",
     )
+    ap.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    ap.add_argument("--infer-only", action="store_true", help="time predict_on_batch only (train_img_s: null)")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -71,7 +75,9 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    model = build_model(args.size, freeze_encoder=args.freeze_encoder)
+    tf.keras.mixed_precision.set_global_policy(args.precision)
+    logits_dtype = "float32" if args.precision != "float32" else None
+    model = build_model(args.size, freeze_encoder=args.freeze_encoder, logits_dtype=logits_dtype)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit]
     model.compile(optimizer="adam", loss=tf.keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=jit)
     rng = np.random.default_rng(0)
@@ -88,18 +94,19 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         return times
 
-    train = timed(lambda: model.train_on_batch(x, y))
+    train = None if args.infer_only else timed(lambda: model.train_on_batch(x, y))
     infer = timed(lambda: model.predict_on_batch(x))
     print(
         json.dumps(
             {
                 "framework": f"tensorflow {tf.__version__} / keras {tf.keras.__version__}",
                 "params": int(model.count_params()),
-                "train_img_s": args.batch / statistics.median(train),
+                "train_img_s": None if train is None else args.batch / statistics.median(train),
                 "infer_img_s": args.batch / statistics.median(infer),
                 "threads": args.threads,
                 "jit_compile": args.jit,
                 "freeze_encoder": args.freeze_encoder,
+                "precision": args.precision,
                 "xla": bool(getattr(model, "jit_compile", False)),
                 "batch": args.batch,
                 "size": args.size,
