@@ -39,7 +39,9 @@ def test_every_sequence_field_accepts_comma_text(tmp_path):
     defaults = Config()
     for section, name in fields:
         text_list = "str" in str(Config.model_fields[section].annotation.model_fields[name].annotation)
-        value = getattr(getattr(defaults, section), name) or (["a", "b"] if text_list else [1.0, 2.0])
+        shape = _sequence_shape(Config.model_fields[section].annotation, name)
+        fallback = [float(i) for i in range(1, shape + 1)] if shape and shape > 0 else [1.0, 2.0]
+        value = getattr(getattr(defaults, section), name) or (["a", "b"] if text_list else fallback)
         value = [64, 96] if name in ("crop", "window") else value  # image sizes: multiples of 32
         cfg = load_config(overrides=[f"{section}.{name}={format_value(value)}"])
         assert list(getattr(getattr(cfg, section), name)) == list(value), name

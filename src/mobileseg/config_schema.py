@@ -335,7 +335,8 @@ def _sequence_shape(section: type[BaseModel], name: str) -> int | None:
 
 def _example(section: type[BaseModel], name: str) -> str:
     default = section.model_fields[name].default
-    return format_value(default) if default else "1,2"
+    count = _sequence_shape(section, name)
+    return format_value(default) if default else ",".join(str(i) for i in range(1, max(count or 2, 2) + 1))
 
 
 def _size_text(v: Any) -> Any:
