@@ -161,6 +161,7 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     assert math.isclose(report.iou_change, report.iou_int8 - report.iou_fp32)
     meta = read_onnx_metadata(report.path)
     assert "int8" in meta["quantization"] and json.loads(meta["names"]) == ["background", "shape"]
+    assert "7-bit (reduce_range)" in meta["quantization"]  # the default: no u8s8 overflow on CPUs without VNNI
     graph = onnx.load(str(report.path)).graph
     ops = {node.op_type for node in graph.node}
     assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT

@@ -239,7 +239,14 @@ def _int8_onnx(
     )
     if calib is None:
         return None, f"no calibration images: {why_not or 'no train split'}"
-    quantized = quantize_int8(model, tmp / f"{weights.stem}.int8.onnx", calib.images, info, cfg.export.opset)
+    quantized = quantize_int8(
+        model,
+        tmp / f"{weights.stem}.int8.onnx",
+        calib.images,
+        info,
+        cfg.export.opset,
+        reduce_range=cfg.export.int8_reduce_range,
+    )
     notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
     return quantized, ""
 

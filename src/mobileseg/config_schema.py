@@ -268,6 +268,11 @@ class ExportConfig(_Section):
     int8: bool = Field(False, description="static int8 quantization (ONNX Runtime, ExecuTorch, LiteRT)")
     opset: int = Field(17, description="ONNX opset version")
     calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
+    int8_reduce_range: bool = Field(
+        True,
+        description="7-bit ONNX int8 weights: no overflow on x86 CPUs without VNNI (AVX2); false = 8-bit, for "
+        "VNNI/ARM targets only",
+    )
 
 
 class ConvertConfig(_Section):

@@ -261,6 +261,7 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
             batch=cfg.train.batch,
             conf=cfg.predict.conf,
             threads=threads,
+            reduce_range=ec.int8_reduce_range,
             log=log,
         )
     log(f"Export saved to {path}" + (f" and {result.int8.path}" if result.int8 else ""))
