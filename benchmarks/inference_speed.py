@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             f"\nKeras tutorial model, batch {bench.batch}, {size} px: "
             + ", ".join(f"{p} {v:.1f} images/s" for p, v in keras.items())
         )
-        pt_row = bench.row("PyTorch bf16") or bench.row("PyTorch eager")
+        # the .pt path's default precision: the bf16 row where this CPU has bf16 units (else it is a skipped row)
+        pt_row = next(
+            (r for r in map(bench.row, ("PyTorch bf16", "PyTorch eager")) if r and not math.isnan(r.images_s)), None
+        )
         pt = pt_row.images_s / keras[best_prec] if pt_row else math.nan
         i8 = int8_row.images_s / keras[best_prec] if int8_row else math.nan
         checks[f".pt ({pt_row.backend if pt_row else '?'}) >= {PT_VS_KERAS}x Keras {best_prec}"] = (
