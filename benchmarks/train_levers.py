@@ -40,9 +40,12 @@ LEVERS: dict[str, str] = {
 }
 
 
-def make_step(lever: str, batch: int, size: int) -> Callable[[], None]:
+def make_step(
+    lever: str, batch: int, size: int, build: Callable[[], Segmenter] = lambda: Segmenter(1)
+) -> Callable[[], None]:
+    """One step closure on a fresh binary model from ``build`` (seeded), with the lever applied."""
     torch.manual_seed(0)
-    model = Segmenter(1).train()
+    model = build().train()
     if "frozen" in lever:
         model.set_encoder_frozen(True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -64,9 +67,11 @@ def make_step(lever: str, batch: int, size: int) -> Callable[[], None]:
     return step
 
 
-def measure(lever: str, batch: int, size: int, steps: int, warmup: int) -> tuple[float, float]:
+def measure(
+    lever: str, batch: int, size: int, steps: int, warmup: int, build: Callable[[], Segmenter] = lambda: Segmenter(1)
+) -> tuple[float, float]:
     """(images/s, seconds of the first step): the first step holds torch.compile's compile time."""
-    step = make_step(lever, batch, size)
+    step = make_step(lever, batch, size, build)
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start

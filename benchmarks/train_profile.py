@@ -17,15 +17,13 @@ Each positional argument is one setting: space-separated ``key=value`` model key
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import functools
 
 import torch
 from torch import nn
+from train_levers import make_step, measure  # same folder: the step every lever is measured on
 
 from mobileseg.config import load_config
-from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
 from mobileseg.models import Segmenter
 
@@ -51,35 +49,6 @@ def build(setting: str) -> Segmenter:
     return Segmenter.from_config(cfg.model, num_classes=1)
 
 
-def make_step(setting: str, amp: bool, batch: int, size: int) -> Callable[[], None]:
-    torch.manual_seed(0)
-    model = build(setting).train()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    loss_fn = SegmentationLoss(1)
-    x = torch.rand(batch, 3, size, size)
-    y = (torch.rand(batch, size, size) > 0.5).long()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss_fn(logits.float(), y).backward()
-        opt.step()
-
-    return step
-
-
-def images_per_s(step: Callable[[], None], batch: int, steps: int) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("settings", nargs="*", default=[""], help='model keys per setting, e.g. "decoder=tutorial"')
@@ -91,19 +60,23 @@ def main() -> None:
     threads = setup_threads(None)
     amp = cpu_has_native_bf16()
     print(f"torch {torch.__version__}, {threads} threads, {'bf16 autocast' if amp else 'fp32'}, batch {args.batch}")
-    images_per_s(make_step("", amp, args.batch, args.size), args.batch, 2)  # warm the allocator and oneDNN
-    floor = images_per_s(make_step("floor", amp, args.batch, args.size), args.batch, args.steps)
+    lever = "bf16" if amp else "fp32"
+
+    def rate(setting: str, steps: int) -> float:
+        return measure(lever, args.batch, args.size, steps, 3, functools.partial(build, setting))[0]
+
+    rate("", 2)  # warm the allocator and oneDNN
+    floor = rate("floor", args.steps)
     print(f"{'encoder floor (1x1 head, no decoder)':<48}{floor:7.2f} img/s  {args.batch / floor * 1e3:7.0f} ms/step")
     for setting in args.settings:
-        model = build(setting)
-        rate = images_per_s(make_step(setting, amp, args.batch, args.size), args.batch, args.steps)
-        ms, floor_ms = args.batch / rate * 1e3, args.batch / floor * 1e3
-        info = model.summary((args.size, args.size))
+        speed = rate(setting, args.steps)
+        ms, floor_ms = args.batch / speed * 1e3, args.batch / floor * 1e3
+        info = build(setting).summary((args.size, args.size))
         print(
-            f"{setting or 'defaults':<48}{rate:7.2f} img/s  {ms:7.0f} ms/step  decoder {ms - floor_ms:5.0f} ms "
+            f"{setting or 'defaults':<48}{speed:7.2f} img/s  {ms:7.0f} ms/step  decoder {ms - floor_ms:5.0f} ms "
             f"({(ms - floor_ms) / ms:.0%})  {info['params'] / 1e6:.2f} M params  {info['gflops']:.2f} GFLOPs"
         )
-    step = make_step(args.settings[0], amp, args.batch, args.size)
+    step = make_step(lever, args.batch, args.size, functools.partial(build, args.settings[0]))
     for _ in range(3):
         step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
