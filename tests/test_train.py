@@ -138,7 +138,24 @@ def test_resume_continues_epoch_count_and_schedule(shapes, tmp_path):
     assert [float(r["val/iou"]) for r in rows] == pytest.approx([float(r["val/iou"]) for r in ref], abs=1e-6)
 
 
-def _train_until_epoch(data: Path, run: Path, epochs: int, stop_after: int) -> Path:
+def test_ema_weights_are_validated_saved_and_resumed(shapes, tmp_path):
+    """ema=...: validation scores the average, best/last.pt hold it, and a killed run resumes to the same numbers."""
+    full = mobileseg.train(data=str(shapes), epochs=3, lr=3e-3, ema=0.9, project=str(tmp_path), name="full", **FAST)
+    last = load_checkpoint(full.last)
+    assert last["ema"]["updates"] >= 3  # one per optimizer step
+    averaged, raw = last["model"], last["train_model"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    # The logged val IoU of the last epoch is that of the averaged weights that last.pt's "model" holds.
+    again = mobileseg.val(weights=str(full.last), amp=False, verbose=False)
+    assert again["iou"] == pytest.approx(float(read_results(full.save_dir)[-1]["val/iou"]), abs=1e-6)
+    assert "EMA, decay 0.9" in (full.save_dir / "README.md").read_text()
+    stopped = _train_until_epoch(shapes, tmp_path / "stopped", 3, 1, "lr=3e-3", "ema=0.9")
+    resumed = mobileseg.train(resume=str(stopped / "weights" / "last.pt"), verbose=False)
+    rows, ref = read_results(resumed.save_dir), read_results(full.save_dir)
+    assert [float(r["val/iou"]) for r in rows] == pytest.approx([float(r["val/iou"]) for r in ref], abs=1e-6)
+
+
+def _train_until_epoch(data: Path, run: Path, epochs: int, stop_after: int, *extra: str) -> Path:
     """Train in a subprocess and SIGKILL it once ``stop_after`` epochs are saved in last.pt (mid next epoch)."""
     cmd = [
         sys.executable,
@@ -150,6 +167,7 @@ def _train_until_epoch(data: Path, run: Path, epochs: int, stop_after: int) -> P
         f"project={run}",
         "name=exp",
         *(f"{k}={v}" for k, v in FAST.items()),
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = run / "train" / "exp" / "weights" / "last.pt"

@@ -137,6 +137,13 @@ class TrainConfig(_Section):
         1.0, ge=0, description="linear lr warm-up before the cosine decay, in epochs (fractions allowed)"
     )
     grad_clip: float = Field(5.0, ge=0, description="max gradient norm; 0 = off")
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay of an average of the weights (e.g. 0.99 ~ the last 100 steps) that validation and the "
+        "checkpoints use; 0 = off",
+    )
     loss: str = Field(
         "auto",
         description="bce|ce, dice, focal, lovasz, tversky, or a sum with weights: bce+dice, bce:1+dice:0.5; "

@@ -129,7 +129,8 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
         f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}; "
-        f"training precision {result.precision}",
+        f"training precision {result.precision}"
+        + (f"; weights: average over the steps (EMA, decay {cfg.train.ema})" if cfg.train.ema else ""),
         f"- Loss: {trainer.loss_fn.describe()}",
         "",
         "## Validation metrics (best epoch)",

@@ -146,8 +146,10 @@ def restore_state(trainer: Any, ckpt: dict[str, Any]) -> None:
             f"but {trainer.spec.source} now defines {trainer.spec.num_classes} ({', '.join(trainer.spec.names)}); "
             f"a run resumes with the classes it started with. Start a new run for the new classes."
         )
-    try:
-        trainer.model.load_state_dict(ckpt["model"])
+    try:  # with ema on, "model" holds the average and "train_model" the weights being trained
+        trainer.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if trainer.ema is not None:
+            trainer.ema.load(ckpt["model"], ckpt.get("ema") or {})
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:300]
         raise TrainingError(f"resume: {trainer.cfg.train.resume} does not fit this model: {detail}") from None
@@ -186,7 +188,9 @@ def checkpoint_state(trainer: Any, epoch: int, step: int, with_optimizer: bool =
             scheduler=trainer.scheduler.state_dict(),
             scaler=trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
         )
-    return trainer.model.to_checkpoint(
+        if trainer.ema is not None:  # resume needs the raw weights too; predict/export use the average
+            training.update(train_model=trainer.model.state_dict(), ema=trainer.ema.state_dict())
+    return trainer.eval_model.to_checkpoint(
         trainer.spec.names,
         trainer.cfg.data.crop or trainer.cfg.data.imgsz,  # the input size the network trained at
         ignore_index=trainer.spec.ignore_index,

@@ -30,6 +30,7 @@ from mobileseg.data import build_transforms, load_dataset, recommended_workers
 from mobileseg.data.bands import channel_stats
 from mobileseg.data.crops import train_val_datasets
 from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
+from mobileseg.engine.ema import WeightEMA
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
 from mobileseg.engine.inference_mode import SlideModel, training_settings
 from mobileseg.engine.loggers import build_loggers
@@ -128,6 +129,8 @@ class Trainer:
             else:  # PyTorch's SyncBatchNorm raises on CPU tensors mid-step; say so up front instead
                 self.log("sync_bn=true ignored: PyTorch's SyncBatchNorm runs on CUDA only (BN stays per process)")
         self.model = model.to(self.device)
+        # The averaged copy (ema=...) is what validation picks best.pt by and what the checkpoints hold.
+        self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema else None
         tc = cfg.train
         auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
         # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
@@ -151,9 +154,14 @@ class Trainer:
         """What the training forward pass computes in, for the run summary: 'fp32' or e.g. 'bfloat16 autocast'."""
         return "fp32" if self.amp_dtype is None else f"{str(self.amp_dtype).removeprefix('torch.')} autocast"
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores and the checkpoints hold: the EMA average when ``ema`` is on."""
+        return self.model if self.ema is None else self.ema.module
+
     def val_model(self, model: nn.Module | None = None) -> nn.Module:
-        """``model`` (default: the one training) as validation runs it: itself, or slid over each val image."""
-        net = self.model if model is None else model
+        """``model`` (default: :attr:`eval_model`) as validation runs it: itself, or slid over each val image."""
+        net = self.eval_model if model is None else model
         return SlideModel(net, self.inference, self.spec.binary, self.device) if self.inference.slide else net
 
     def _wrapped(self) -> nn.Module:
@@ -317,6 +325,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             step += 1
             loss_sum += loss.item() * images.shape[0]
             seen += images.shape[0]

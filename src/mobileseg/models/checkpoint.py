@@ -11,7 +11,9 @@ no code ever runs on loading. Entries (``format_version`` 2):
   (steps done in the next epoch, for an exact Ctrl-C resume), ``best_fitness``, ``best_epoch``, ``metrics``
   (the last epoch's val metrics), ``history`` (the rows of results.csv), ``inference`` (how the model is
   meant to predict: ``infer``, ``window``, ``overlap``, ``blend``, ``train_scale``; absent = resize);
-* ``last.pt`` only: ``optimizer``, ``scheduler``, ``scaler`` (or None).
+* ``last.pt`` only: ``optimizer``, ``scheduler``, ``scaler`` (or None); with ``ema`` on, ``model`` is the
+  averaged weights, and ``train_model`` (the weights being trained) and ``ema`` (``decay``, ``updates``) are
+  what a resume needs besides.
 
 Files without ``format_version`` (version 1, written before it existed) hold the same entries minus
 ``split_stems`` and load as they are; a newer version than this code knows is refused with a clear message.
@@ -91,6 +93,8 @@ TRAINING_KEYS = {
     "best_epoch",
     "metrics",
     "history",
+    "train_model",
+    "ema",
     "inference",
     "optimizer",
     "scheduler",
