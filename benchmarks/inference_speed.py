@@ -38,31 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def keras_inference(tf_python: Path, threads: int, batch: int, size: int, precision: str) -> dict[str, Any]:
     """The Keras tutorial model's batch inference images/s, in its own process and environment."""
-    import subprocess
+    from keras_env import run_keras  # same folder
 
-    if not tf_python.exists():
-        raise SystemExit(f"{tf_python} not found: run benchmarks/train_speed.py once (it creates it) or --skip-keras")
-    out = subprocess.run(
-        [
-            str(tf_python),
-            str(ROOT / "benchmarks" / "keras_tutorial_step.py"),
-            "--infer-only",
-            "--threads",
-            str(threads),
-            "--batch",
-            str(batch),
-            "--size",
-            str(size),
-            "--steps",
-            "10",
-            "--precision",
-            precision,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--threads", str(threads), "--batch", str(batch), "--size", str(size), "--steps", "10"]
+    return run_keras(tf_python, "--infer-only", *args, "--precision", precision)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,13 +25,10 @@ Measures, at batch 8, 224 px, with the threads every mobileseg command uses:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,30 +53,11 @@ def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:
 def keras_reference(
     tf_python: Path, threads: int, steps: int, freeze_encoder: bool = False, precision: str = "float32"
 ) -> dict:
-    if not tf_python.exists():
-        env_dir = tf_python.parent.parent
-        print(f"creating {env_dir} with tensorflow-cpu (once)...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
-        subprocess.run([str(tf_python), "-m", "pip", "install", "-q", "tensorflow-cpu==2.21.0"], check=True)
-    out = subprocess.run(
-        [
-            str(tf_python),
-            str(ROOT / "benchmarks" / "keras_tutorial_step.py"),
-            "--threads",
-            str(threads),
-            "--steps",
-            str(steps),
-            "--warmup",
-            str(min(5, steps)),
-            "--precision",
-            precision,
-            *(["--freeze-encoder"] if freeze_encoder else []),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """The Keras tutorial model's training step in ``precision`` (images/s and details), in its own environment."""
+    from keras_env import run_keras  # same folder
+
+    args = ["--threads", str(threads), "--steps", str(steps), "--warmup", str(min(5, steps)), "--precision", precision]
+    return run_keras(tf_python, *args, *(["--freeze-encoder"] if freeze_encoder else []))
 
 
 def pure_step(steps: int, amp: bool, batch: int = 8, size: int = 224) -> float:
