@@ -74,6 +74,29 @@ def test_cpu_bf16_runs_a_folded_bf16_copy_close_to_autocast(model):
     assert disagree < 0.02 and disagree <= disagree_autocast + 0.01
 
 
+def test_compiled_backend_matches_eager():
+    """TorchBackend(compile=True) really compiles (inductor, frozen weights) and computes what eager does.
+    A small conv + BatchNorm net: compiling the whole Segmenter would take minutes of the suite."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU6()).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    compiled = TorchBackend(net, dtype=None, compile=True)
+    assert compiled.precision == "fp32 compiled"
+    assert isinstance(compiled.module, torch._dynamo.eval_frame.OptimizedModule)
+    assert torch.allclose(compiled(x), TorchBackend(net, dtype=None)(x), atol=1e-5)
+
+
+def test_compile_key_reaches_the_checkpoint_backend(tmp_path, monkeypatch):
+    """compile=true (predict/val/test/serve) asks torch.compile for the checkpoint's module; default: it does not."""
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or m)
+    ckpt = make_checkpoint(tmp_path / "best.pt")
+    assert open_model(ckpt, amp=False)[0].precision == "fp32" and not compiled
+    cfg = resolve_config(None, {"weights": str(ckpt), "compile": True, "amp": False})
+    assert load_predictor(ckpt, threads=1, config=cfg).backend.precision == "fp32 compiled"
+    assert len(compiled) == 1 and isinstance(compiled[0], Segmenter)
+
+
 def test_forced_fp32_is_bit_identical_to_a_plain_model_call(model):
     seen = conv_dtypes(model)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))

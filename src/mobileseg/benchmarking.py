@@ -5,9 +5,11 @@ untimed ones) and batch-N throughput (N = ``batch``) in images/s. PyTorch and ON
 of intra-op threads (``threads``, default: the cores this process may use), so the comparison is fair, and the
 CPU model and thread count are printed with the table. Results go to ``runs/benchmark/expN/benchmark.csv``.
 
-The ``PyTorch bf16`` row is the checkpoint under bf16 autocast, what val/test/predict/serve run on a CPU with
-bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (or with ``amp=false``) it is skipped with the
-reason, since those commands then run fp32 (the eager row).
+The ``PyTorch bf16`` row is the checkpoint as a bf16 copy with BatchNorm folded (:class:`TorchBackend`), what
+val/test/predict/serve run on a CPU with bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (or with
+``amp=false``) it is skipped with the reason, since those commands then run fp32 (the eager row). With
+``compile=true`` a ``PyTorch compiled`` row times the same model through ``torch.compile`` (compiled before
+timing; the compilation time is in the notes).
 
 The ONNX models are the ones beside the weights (``best.onnx``, ``best.int8.onnx``) when they are newer than
 the checkpoint; otherwise they are exported to a temporary folder (int8 calibrated on training images; skipped
@@ -24,6 +26,7 @@ import copy
 import csv
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,12 +181,16 @@ def benchmark(
         onnx_files = [("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)]
         bf16 = _bf16_model(model, cfg.train.amp)
         candidates = _candidates(model, x1, xn, onnx_files, threads, weights.parent, bf16)
+        if cfg.predict.compile and model is not None:
+            candidates.insert(
+                len(candidates) - len([f for f in onnx_files if f[1]]), _compiled(model, x1, xn, cfg, notes)
+            )
         log(f"  timing {', '.join(c.name for c in candidates)} (interleaved)")
         load_before = load_average()
         with torch.inference_mode():
             measured = {r.backend: r for r in measure_interleaved(candidates, batch, warmup, runs)}
         load = (load_before, load_average())
-        rows = _rows(measured, int8_note, bf16_note(cfg.train.amp))
+        rows = _rows(measured, int8_note, bf16_note(cfg.train.amp), compiled=cfg.predict.compile)
 
     save_dir = increment_path(Path(rt.project) / "benchmark", rt.name, rt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -259,10 +266,27 @@ def bf16_note(amp: bool) -> str:
 
 
 def _bf16_model(model: torch.nn.Module | None, amp: bool) -> TorchBackend | None:
-    """The checkpoint as val/test/predict/serve run it under bf16 autocast, or None when they would not."""
+    """The checkpoint as val/test/predict/serve run it in bf16 (folded bf16 copy), or None when they would not."""
     if model is None or bf16_note(amp):
         return None
     return TorchBackend(model, "cpu", torch.bfloat16)
+
+
+def _compiled(model: torch.nn.Module, x1: torch.Tensor, xn: torch.Tensor, cfg: Config, notes: list[str]) -> Candidate:
+    """``compile=true``: the checkpoint as val/test/predict/serve run it then, compiled for both shapes up front
+    (the compilation time goes into the notes, not into the timings)."""
+    dtype = None if bf16_note(cfg.train.amp) else torch.bfloat16
+    backend = TorchBackend(model, "cpu", dtype, compile=True)
+    start = time.perf_counter()
+    backend(x1)
+    backend(xn)
+    notes.append(
+        f"PyTorch compiled: {time.perf_counter() - start:.0f} s to compile batch 1 and batch {len(xn)} first "
+        f"(once per input shape and process)"
+    )
+    return Candidate(
+        "PyTorch compiled", lambda: backend(x1), lambda: backend(xn), f"torch.compile, {backend.precision}"
+    )
 
 
 def _candidates(
@@ -288,7 +312,11 @@ def _candidates(
             Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
         ]
     if bf16 is not None:
-        candidates.append(Candidate("PyTorch bf16", lambda: bf16(x1), lambda: bf16(xn), "autocast, float32 logits"))
+        candidates.append(
+            Candidate(
+                "PyTorch bf16", lambda: bf16(x1), lambda: bf16(xn), "BatchNorm folded, bf16 weights, float32 logits"
+            )
+        )
     a1, an = x1.numpy(), xn.numpy()
     for name, path in onnx_files:
         if path is None:
@@ -307,8 +335,11 @@ def _candidates(
     return candidates
 
 
-def _rows(measured: dict[str, BenchmarkRow], int8_note: str, bf16_why: str = "") -> list[BenchmarkRow]:
-    """One row per backend, in table order; a backend that was not timed gets an empty row saying why."""
+def _rows(
+    measured: dict[str, BenchmarkRow], int8_note: str, bf16_why: str = "", compiled: bool = False
+) -> list[BenchmarkRow]:
+    """One row per backend, in table order; a backend that was not timed gets an empty row saying why
+    (the compiled row exists only with ``compile=true``)."""
     skipped = {
         "PyTorch eager": "no checkpoint given",
         "PyTorch channels_last": "no checkpoint given",
@@ -316,6 +347,9 @@ def _rows(measured: dict[str, BenchmarkRow], int8_note: str, bf16_why: str = "")
         "ONNX Runtime int8": int8_note,
     }
     order = ["PyTorch eager", "PyTorch channels_last", "PyTorch bf16", "ONNX Runtime fp32", "ONNX Runtime int8"]
+    if compiled:
+        order.insert(3, "PyTorch compiled")
+        skipped["PyTorch compiled"] = "no checkpoint given"
     return [measured.get(name) or BenchmarkRow(name, note=skipped.get(name, "")) for name in order]
 
 

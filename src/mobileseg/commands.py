@@ -40,7 +40,7 @@ def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> d
     cfg = resolve_config(cfg, overrides)
     weights = _weights(cfg)
     d, device, threads = prepare(cfg.runtime)
-    backend, info, ckpt = open_model(weights, device, threads, cfg.train.amp)
+    backend, info, ckpt = open_model(weights, device, threads, cfg.train.amp, cfg.predict.compile)
     return evaluate_model(cfg, backend, info, ckpt, split or cfg.runtime.split, d, device)
 
 

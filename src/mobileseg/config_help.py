@@ -34,22 +34,22 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
               "predict.blend"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
-            *_RUN_FOLDER, "runtime.verbose", *_INFERENCE, "train.amp"),
+            *_RUN_FOLDER, "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
     "test": ("runtime.weights", *_DATA_LOCATION, "data.split_ratios", "data.split_seed", "data.cache",
              "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-             "runtime.verbose", *_INFERENCE, "train.amp"),
+             "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
     "predict": ("runtime.weights", "predict.source", "predict.out", "predict.save_probs",
                 "predict.conf", "train.batch", "runtime.device", "runtime.threads", *_RUN_FOLDER,
-                "runtime.verbose", *_INFERENCE, "train.amp"),
+                "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
     "export": ("runtime.weights", "export", "predict.out", "predict.source", *_DATA_LOCATION, "train.batch",
                "predict.conf", "runtime.threads", "runtime.seed", "runtime.verbose"),
     "benchmark": ("runtime.weights", "train.batch", "runtime.threads", "runtime.device", "export.opset",
                   "export.calib_images", *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose",
-                  "train.amp"),
+                  "train.amp", "predict.compile"),
     "check-data": (*_DATA_LOCATION, "data.imgsz", "data.split_ratios", "data.split_seed"),
     "convert": ("convert", "predict.out", "runtime.verbose"),
     "serve": ("runtime.weights", "serve", "predict.conf", "runtime.device", "runtime.threads",
-              "runtime.verbose", *_INFERENCE[:-1], "train.amp"),  # train_scale: the model's own
+              "runtime.verbose", *_INFERENCE[:-1], "train.amp", "predict.compile"),  # train_scale: the model's own
 }  # fmt: skip
 
 # What a key means for one command, where the schema's description (written for train) would mislead.
