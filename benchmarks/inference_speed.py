@@ -9,7 +9,8 @@ fp32 / int8, same thread count for all), then the verdict:
 * int8 IoU change on the test split >= -0.01;
 * beside the TensorFlow tutorial's Keras model (``keras_tutorial_step.py --infer-only`` in ``.bench/tfenv``, float32
   and ``mixed_bfloat16``, same threads and batch; ``--skip-keras`` leaves it out): a ``.pt`` in the precision
-  predict/val/test use by default >= 1.3x Keras' faster precision, ONNX Runtime int8 >= 2.5x.
+  predict/val/test use by default >= 1.3x Keras' faster precision, ONNX Runtime int8 >= 2.5x; with
+  ``--compile`` also the ``compile=true`` path (``torch.compile``) against the same 1.3x.
 
 Usage::
 
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing")
     p.add_argument("--calib-images", type=int, default=32, help="int8 calibration images (training split)")
     p.add_argument("--project", default="runs", help="root of run folders")
+    p.add_argument("--compile", action="store_true", help="also time the compile=true path (PyTorch compiled row)")
     p.add_argument("--tf-python", type=Path, default=ROOT / ".bench" / "tfenv" / "bin" / "python")
     p.add_argument("--skip-keras", action="store_true", help="no Keras rows")
     return p.parse_args(argv)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         common["preset"] = args.preset
     exported = mobileseg.export(int8=True, calib_images=args.calib_images, **common)
     print()
-    bench = mobileseg.benchmark(warmup=args.warmup, runs=args.runs, **common)
+    bench = mobileseg.benchmark(warmup=args.warmup, runs=args.runs, compile=args.compile, **common)
     int8 = exported.int8
 
     fp32_ratio = bench.speedup("ONNX Runtime fp32")
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             pt,
             pt >= PT_VS_KERAS,
         )
+        compiled = bench.row("PyTorch compiled")
+        if compiled is not None and not math.isnan(compiled.images_s):  # --compile: the compile=true path
+            pc = compiled.images_s / keras[best_prec]
+            checks[f".pt with compile=true >= {PT_VS_KERAS}x Keras {best_prec}"] = (pc, pc >= PT_VS_KERAS)
         checks[f"ORT int8 >= {INT8_VS_KERAS}x Keras {best_prec}"] = (i8, i8 >= INT8_VS_KERAS)
         keras_rows = {"keras_infer_img_s": keras}
     else:
