@@ -5,8 +5,8 @@ untimed ones) and batch-N throughput (N = ``batch``) in images/s. PyTorch and ON
 of intra-op threads (``threads``, default: the cores this process may use), so the comparison is fair, and the
 CPU model and thread count are printed with the table. Results go to ``runs/benchmark/expN/benchmark.csv``.
 
-The ``PyTorch bf16`` row is the checkpoint as a bf16 copy with BatchNorm folded (:class:`TorchBackend`), what
-val/test/predict/serve run on a CPU with bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (or with
+The ``PyTorch bf16`` row is the checkpoint under bf16 autocast (:class:`TorchBackend`), what val/test/predict/serve
+run on a CPU with bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (or with
 ``amp=false``) it is skipped with the reason, since those commands then run fp32 (the eager row). With
 ``compile=true`` a ``PyTorch compiled`` row times the same model through ``torch.compile`` (compiled before
 timing; the compilation time is in the notes).
@@ -266,7 +266,7 @@ def bf16_note(amp: bool) -> str:
 
 
 def _bf16_model(model: torch.nn.Module | None, amp: bool) -> TorchBackend | None:
-    """The checkpoint as val/test/predict/serve run it in bf16 (folded bf16 copy), or None when they would not."""
+    """The checkpoint as val/test/predict/serve run it in bf16 (autocast), or None when they would not."""
     if model is None or bf16_note(amp):
         return None
     return TorchBackend(model, "cpu", torch.bfloat16)
@@ -312,11 +312,7 @@ def _candidates(
             Candidate("PyTorch channels_last", lambda: cl(c1), lambda: cl(cn)),
         ]
     if bf16 is not None:
-        candidates.append(
-            Candidate(
-                "PyTorch bf16", lambda: bf16(x1), lambda: bf16(xn), "BatchNorm folded, bf16 weights, float32 logits"
-            )
-        )
+        candidates.append(Candidate("PyTorch bf16", lambda: bf16(x1), lambda: bf16(xn), "autocast, float32 logits"))
     a1, an = x1.numpy(), xn.numpy()
     for name, path in onnx_files:
         if path is None:

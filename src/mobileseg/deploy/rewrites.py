@@ -18,25 +18,22 @@ import torch
 from torch import nn
 
 
-def fold_batchnorm(model: nn.Module, conv2d: bool = False) -> nn.Module:
+def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (eval) with each ``ConvTranspose2d -> BatchNorm2d`` pair of a Sequential fused.
 
     Why: torch.onnx folds BatchNorm into ``Conv`` but not into ``ConvTranspose``, so the decoder's four
-    upsample blocks would each run a separate BatchNorm over their full-resolution output. ``conv2d=True`` folds
-    ``Conv2d -> BatchNorm2d`` pairs too (all 63 BatchNorms of the default model): what eager PyTorch inference
-    wants, where nothing else folds them.
+    upsample blocks would each run a separate BatchNorm over their full-resolution output.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    kinds: tuple[type[nn.Module], ...] = (nn.ConvTranspose2d, nn.Conv2d) if conv2d else (nn.ConvTranspose2d,)
     folded = copy.deepcopy(model).eval().cpu()
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):
             continue
         for i in range(len(module) - 1):
             conv, bn = module[i], module[i + 1]
-            if isinstance(conv, kinds) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                module[i] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+            if isinstance(conv, nn.ConvTranspose2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module[i] = fuse_conv_bn_eval(conv, bn, transpose=True)
                 module[i + 1] = nn.Identity()
     return folded
 
