@@ -182,9 +182,7 @@ def benchmark(
         bf16 = _bf16_model(model, cfg.train.amp)
         candidates = _candidates(model, x1, xn, onnx_files, threads, weights.parent, bf16)
         if cfg.predict.compile and model is not None:
-            candidates.insert(
-                len(candidates) - len([f for f in onnx_files if f[1]]), _compiled(model, x1, xn, cfg, notes)
-            )
+            candidates.append(_compiled(model, x1, xn, cfg, notes))  # _rows puts it in table order
         log(f"  timing {', '.join(c.name for c in candidates)} (interleaved)")
         load_before = load_average()
         with torch.inference_mode():
