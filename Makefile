@@ -29,9 +29,13 @@ demo: install
 
 # The layer contracts (pyproject's [tool.importlinter]) first: a new back-arrow fails the tests, then the suite with
 # the docstrings' examples (--doctest-modules over src/).
+# The suite runs on every core (pytest-xdist, one pinned single-threaded worker per core, each module on one worker so
+# its fixtures are built once), then the `serial` tests, which time thread counts or start a process per core, alone.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,28 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test``), give each worker its own share of the cores.
+
+    Two processes that each run torch on both cores of a 2-core machine slow each other several times over.
+    Pinned, a worker and everything it starts (``mobileseg`` subprocesses size their threads by
+    ``os.sched_getaffinity``) behave as on a machine of their own. Tests that time thread counts or start one
+    process per core are marked ``serial`` and run after the parallel pass, unpinned.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not worker.startswith("gw") or count < 1 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if count > len(cores):
+        return  # more workers than cores: pinning would stack them; leave it to the scheduler
+    share = len(cores) // count
+    index = int(worker[2:])
+    mine = set(cores[index * share : (index + 1) * share])
+    os.sched_setaffinity(0, mine)
+    torch.set_num_threads(len(mine))
 
 
 def _save(arr_or_img: np.ndarray | Image.Image, path: Path, **kwargs) -> Path:

@@ -17,6 +17,9 @@ import mobileseg
 # so the loss curves agree closely but not bit for bit.
 LOSS_RTOL = 0.05
 
+# Two processes that split the cores between them: run alone after the parallel pass (make test).
+pytestmark = pytest.mark.serial
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -61,14 +61,14 @@ def probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- exports
-# (format, classes, int8, outputs): each format covers binary and 3 classes, fp32 and int8, and a mask graph.
+# (format, classes, int8, outputs): each format covers binary fp32 and 3-class int8, and a mask graph; between them
+# the two cover every output (tflite's logits: the command test below). Four exports, not the full matrix: each
+# costs 30-80 s.
 CASES = [
     ("executorch", 1, False, "logits"),
-    ("executorch", 3, True, "logits"),
-    ("executorch", 3, False, "mask"),
-    ("tflite", 1, False, "probs"),
-    ("tflite", 3, True, "logits"),
+    ("executorch", 3, True, "mask"),
     ("tflite", 1, False, "mask"),
+    ("tflite", 3, True, "probs"),
 ]
 
 
@@ -139,7 +139,7 @@ def test_export_runs_in_its_runtime_and_matches_pytorch(exported, case, capsys):
     assert got.shape[0] == TEST.shape[0]  # a batch of 3 through a batch-1 graph
     if outputs == "mask":
         assert got.dtype == torch.uint8 and got.shape == want.shape
-        assert (got.long() == want).float().mean().item() >= 0.99
+        assert (got.long() == want).float().mean().item() >= (0.97 if int8 else 0.99)
         with pytest.raises(ValueError, match="outputs=mask"):
             backend(TEST)  # the Backend protocol promises logits; a mask graph says why it cannot
         return
@@ -154,15 +154,20 @@ def test_export_runs_in_its_runtime_and_matches_pytorch(exported, case, capsys):
         assert (p - probs(ref)).abs().max().item() <= 1e-3
         assert (pred == want).float().mean().item() >= 0.999
     if outputs == "probs":  # the Backend protocol (predict, serve) still gets logits: sigmoid/softmax gives p back
-        assert torch.allclose(probs(backend(TEST)), p, atol=1e-6)
+        logits = backend(TEST)  # (renormalised: int8 probabilities step by ~1/256 and need not sum to exactly 1)
+        assert torch.allclose(probs(logits), p, atol=1e-2 if int8 else 1e-6)
+        assert torch.equal(logits_to_pred(logits, 0.5), pred)
 
 
 def test_int8_file_is_smaller(exported):
-    """int8 weights: the quantized 3-class file is well under half the size of float32 (4 bytes -> 1 per weight)."""
+    """int8 weights: the quantized file is well under half the size of float32 (4 bytes -> 1 per weight).
+
+    The two files differ in classes too (3 vs 1: 578 more of the ~1.93 M weights) and in their output head.
+    """
     for fmt in ("executorch", "tflite"):
         _module(fmt)
-        int8_path, _ = exported((fmt, 3, True, "logits"))
-        fp32_path, _ = exported((fmt, 3, False, "mask"))
+        int8_path, _ = exported(next(c for c in CASES if c[0] == fmt and c[2]))
+        fp32_path, _ = exported(next(c for c in CASES if c[0] == fmt and not c[2]))
         assert int8_path.stat().st_size < 0.5 * fp32_path.stat().st_size
 
 

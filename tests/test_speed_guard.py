@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from mobileseg.engine.loss import SegmentationLoss
@@ -23,6 +24,9 @@ from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
 from mobileseg.models import Segmenter
 
 SIZE, BATCH = 224, 4
+
+# Timed against the machine's cores / one process per core: run alone after the parallel pass (make test).
+pytestmark = pytest.mark.serial
 
 
 def _step_seconds(model: Segmenter, repeats: int = 3) -> float:
