@@ -350,3 +350,48 @@ def test_refine_checkpoints_without_decoder_channels_keep_their_widths() -> None
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), old(x))
+
+
+def _nhwc_input_grad(cat) -> tuple[bool, torch.Tensor]:
+    """(is the gradient reaching a concatenated NHWC input dense NHWC, that gradient) for ``cat``."""
+    cl = torch.channels_last
+    torch.manual_seed(0)
+    x = torch.rand(2, 4, 6, 6).to(memory_format=cl).requires_grad_()
+    y = torch.rand(2, 3, 6, 6).to(memory_format=cl)
+    seen: list[torch.Tensor] = []
+    u = x * 1.0  # a non-leaf: its hook sees the gradient as handed on (a leaf's .grad is re-laid out by autograd)
+    u.register_hook(seen.append)
+    weight = torch.rand(2, 7, 6, 6).to(memory_format=cl)
+    (cat([u, y]) * weight).sum().backward()
+    return seen[0].is_contiguous(memory_format=cl), seen[0]
+
+
+def test_decoder_concat_hands_dense_nhwc_gradients() -> None:
+    """The decoders' cat gives each input a dense NHWC gradient (the slow strided backward paths are avoided)
+    with exactly the values of torch.cat's; the plain cat hands on a strided slice."""
+    from mobileseg.models.decoder import cat_channels
+
+    dense, grad = _nhwc_input_grad(lambda ts: cat_channels(ts, dense_grad=True))
+    plain_dense, plain_grad = _nhwc_input_grad(lambda ts: torch.cat(ts, dim=1))
+    assert dense and not plain_dense
+    assert torch.equal(grad, plain_grad)
+    assert not _nhwc_input_grad(lambda ts: cat_channels(ts, dense_grad=False))[0]
+
+
+def test_strided_depthwise_convs_train_in_fp32_and_keep_torchvision_keys() -> None:
+    """The four stride-2 depthwise convs run fp32 under CPU autocast in training only; keys stay torchvision's."""
+    from mobileseg.models.encoder import StridedDepthwiseConv
+
+    enc = MobileNetV2Encoder(weights=None)
+    swapped = [n for n, m in enc.named_modules() if isinstance(m, StridedDepthwiseConv)]
+    assert swapped == [f"features.{i}.conv.1.0" for i in (2, 4, 7, 14)]
+    reference = mobilenet_v2().features[:18].state_dict()
+    assert list(enc.features.state_dict()) == list(reference)
+    conv = dict(enc.named_modules())["features.2.conv.1.0"]
+    x = torch.rand(1, 96, 16, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv.train()(x).dtype == torch.float32
+        assert conv.eval()(x).dtype == torch.bfloat16
+        with torch.no_grad():
+            assert conv.train()(x).dtype == torch.bfloat16
+    assert torch.equal(conv.train()(x), nn.functional.conv2d(x, conv.weight, None, 2, 1, 1, 96))

@@ -274,3 +274,28 @@ def test_bad_data_stops_before_any_work(tmp_path):
     with pytest.raises(DataError, match="orphan"):
         mobileseg.train(data=str(root), epochs=1, project=str(tmp_path / "runs"), **FAST)
     assert not (tmp_path / "runs").exists()
+
+
+def test_binary_head_starts_at_the_train_foreground_prior(shapes, tmp_path):
+    """A fresh binary run's refine head starts at the train foreground's log-odds, with any loss (loss=bce has no
+    'auto' that would count pixels otherwise); a multi-class head keeps its zero bias."""
+    from mobileseg.engine.callbacks import Callback
+    from mobileseg.engine.loss import count_class_pixels
+    from mobileseg.engine.setup import init_from_train_split
+
+    seen: dict[str, object] = {}
+
+    class Grab(Callback):
+        def on_train_start(self, trainer) -> None:
+            seen["bias"] = trainer.model.decoder.head.bias.detach().clone()
+            seen["counts"] = count_class_pixels(trainer.train_base)
+
+    mobileseg.train(data=str(shapes), epochs=1, loss="bce", project=str(tmp_path), callbacks=[Grab()], **FAST)
+    counts = seen["counts"]
+    share = counts[1] / counts.sum()
+    assert 0.02 < share < 0.98
+    assert torch.sigmoid(seen["bias"]).item() == pytest.approx(share, abs=1e-5)
+
+    multi = Segmenter(3, encoder_weights=None)
+    init_from_train_split(multi, None, np.array([50, 30, 20]))
+    assert torch.equal(multi.decoder.head.bias, torch.zeros(3))

@@ -10,16 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from mobileseg.config import STRIDE, Config, load_config
+from mobileseg.data.bands import channel_stats
 from mobileseg.engine.evaluator import palette_for
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import Dist, autocast_dtype, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
+from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import load_checkpoint
+from mobileseg.models.segmenter import set_normalization
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
@@ -210,3 +214,20 @@ __all__ = [
     "run_dir",
     "warmup_cosine",
 ]
+
+
+def init_from_train_split(model: Segmenter, train: Any, counts: np.ndarray | None) -> None:
+    """What a fresh model takes from its train split before the first step.
+
+    * Input bands other than RGB: per-channel mean/std of the train images (ImageNet's do not fit them), stored in
+      the checkpoint and every export.
+    * A binary refine head: its bias starts at the foreground's log-odds from ``counts`` (background,
+      foreground pixels), see :meth:`~mobileseg.models.decoder.RefineDecoder.init_prior`.
+
+    Not called on resume: the checkpoint holds all of it.
+    """
+    if model.in_channels != 3:
+        set_normalization(model, *channel_stats(train))
+    prior = getattr(model.decoder, "init_prior", None)
+    if model.num_classes == 1 and prior is not None and counts is not None and counts.sum() > 0:
+        prior(float(counts[1] / counts.sum()))

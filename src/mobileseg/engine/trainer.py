@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import build_transforms, load_dataset, recommended_workers
-from mobileseg.data.bands import channel_stats
 from mobileseg.data.crops import train_val_datasets
 from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
 from mobileseg.engine.ema import WeightEMA
@@ -43,6 +42,7 @@ from mobileseg.engine.setup import (
     build_optimizer,
     check_batchnorm_values,
     checkpoint_state,
+    init_from_train_split,
     restore_state,
     resume_config,
     run_dir,
@@ -51,7 +51,6 @@ from mobileseg.engine.setup import (
 from mobileseg.errors import ConfigError, DataError, NonFiniteLossError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import save_checkpoint
-from mobileseg.models.segmenter import set_normalization
 
 
 class Trainer:
@@ -121,8 +120,13 @@ class Trainer:
         out_channels = 1 if self.spec.binary else self.spec.num_classes
         model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
         model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.crop or cfg.data.imgsz)
-        if model.in_channels != 3 and self.resume_ckpt is None:  # ImageNet's RGB statistics do not fit other bands
-            set_normalization(model, *channel_stats(self.train_base))  # stored in the checkpoint and exports
+        tc = cfg.train
+        auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
+        fresh = self.resume_ckpt is None
+        # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
+        self.class_counts = count_class_pixels(self.train_base) if auto or (fresh and self.spec.binary) else None
+        if fresh:
+            init_from_train_split(model, self.train_base, self.class_counts)
         if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -131,10 +135,6 @@ class Trainer:
         self.model = model.to(self.device)
         # The averaged copy (ema=...) is what validation picks best.pt by and what the checkpoints hold.
         self.ema = WeightEMA(self.model, cfg.train.ema) if cfg.train.ema else None
-        tc = cfg.train
-        auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
-        # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
-        self.class_counts = count_class_pixels(self.train_base) if auto else None
         self.loss_fn = build_loss(tc, out_channels, self.spec.ignore_index, self.class_counts, names=self.spec.names)
         self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
