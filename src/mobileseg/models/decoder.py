@@ -280,7 +280,8 @@ class RefineDecoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He init for the ReLU convs; the head starts small (N(0, 0.01), zero bias) so first logits are ~0."""
+        """He init for the ReLU convs; the head starts small (N(0, 0.01), zero bias; a binary training run then sets
+        the bias to the train prior, :meth:`init_prior`) so first logits are ~0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
