@@ -395,3 +395,10 @@ def test_strided_depthwise_convs_train_in_fp32_and_keep_torchvision_keys() -> No
         with torch.no_grad():
             assert conv.train()(x).dtype == torch.bfloat16
     assert torch.equal(conv.train()(x), nn.functional.conv2d(x, conv.weight, None, 2, 1, 1, 96))
+    # the swap draws no random numbers: a seeded build keeps the weights (and random stream) it had without it
+    torch.manual_seed(5)
+    MobileNetV2Encoder(weights=None)
+    after_encoder = torch.rand(3)
+    torch.manual_seed(5)
+    mobilenet_v2()
+    assert torch.equal(after_encoder, torch.rand(3))

@@ -99,20 +99,25 @@ class StridedDepthwiseConv(nn.Conv2d):
 
 
 def _use_strided_depthwise(features: nn.Sequential) -> None:
-    """Swap each stride-2 depthwise conv of ``features`` for a :class:`StridedDepthwiseConv` (same parameters)."""
+    """Swap each stride-2 depthwise conv of ``features`` for a :class:`StridedDepthwiseConv` (same parameters).
+
+    The new module is built under ``fork_rng``: its throwaway random init must not shift the random stream, so a
+    model built under a seed gets the same weights as before the swap existed.
+    """
     for parent in list(features.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Conv2d and child.groups == child.in_channels > 1 and child.stride != (1, 1):
-                new = StridedDepthwiseConv(
-                    child.in_channels,
-                    child.out_channels,
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    child.dilation,
-                    child.groups,
-                    bias=child.bias is not None,
-                )
+                with torch.random.fork_rng(devices=[]):
+                    new = StridedDepthwiseConv(
+                        child.in_channels,
+                        child.out_channels,
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        child.dilation,
+                        child.groups,
+                        bias=child.bias is not None,
+                    )
                 new.weight = child.weight
                 new.bias = child.bias
                 setattr(parent, name, new)
