@@ -278,7 +278,7 @@ def test_bad_data_stops_before_any_work(tmp_path):
 
 def test_binary_head_starts_at_the_train_foreground_prior(shapes, tmp_path):
     """A fresh binary run's refine head starts at the train foreground's log-odds, with any loss (loss=bce has no
-    'auto' that would count pixels otherwise); a multi-class head keeps its zero bias."""
+    'auto' that would count pixels otherwise); the tutorial decoder and a multi-class head keep their init."""
     from mobileseg.engine.callbacks import Callback
     from mobileseg.engine.loss import count_class_pixels
     from mobileseg.engine.setup import init_from_train_split
@@ -295,6 +295,11 @@ def test_binary_head_starts_at_the_train_foreground_prior(shapes, tmp_path):
     share = counts[1] / counts.sum()
     assert 0.02 < share < 0.98
     assert torch.sigmoid(seen["bias"]).item() == pytest.approx(share, abs=1e-5)
+
+    tutorial = Segmenter(1, encoder_weights=None, decoder="tutorial")
+    before = tutorial.decoder.head.bias.detach().clone()
+    init_from_train_split(tutorial, None, np.array([90, 10]))
+    assert torch.equal(tutorial.decoder.head.bias, before)  # the tutorial's layout keeps the tutorial's init
 
     multi = Segmenter(3, encoder_weights=None)
     init_from_train_split(multi, None, np.array([50, 30, 20]))
