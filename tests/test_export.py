@@ -18,6 +18,7 @@ from PIL import Image
 
 import mobileseg
 from mobileseg.config import ConfigError, load_config
+from mobileseg.deploy.int8 import int8_products_saturate
 from mobileseg.deploy.onnx import read_onnx_metadata
 from mobileseg.deploy.parity import check_parity
 from mobileseg.deploy.rewrites import SubPixelConvTranspose2d
@@ -161,13 +162,37 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     assert math.isclose(report.iou_change, report.iou_int8 - report.iou_fp32)
     meta = read_onnx_metadata(report.path)
     assert "int8" in meta["quantization"] and json.loads(meta["names"]) == ["background", "shape"]
-    assert "7-bit (reduce_range)" in meta["quantization"]  # the default: no u8s8 overflow on CPUs without VNNI
+    bits = "7-bit (reduce_range)" if int8_products_saturate() else "8-bit"  # the default, auto, follows the CPU
+    assert f"per-channel {bits} weights" in meta["quantization"]
     graph = onnx.load(str(report.path)).graph
     ops = {node.op_type for node in graph.node}
     assert "ConvTranspose" not in ops and "Pad" not in ops  # every convolution can run as int8 in ORT
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert not [n.name for n in graph.node if n.op_type == "Shape" and n.input[0] in dequantized]
     assert load_predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
+
+
+def test_int8_reduce_range_auto_follows_the_cpu(monkeypatch):
+    import platform
+
+    from mobileseg.deploy import int8 as q
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for name in ("_is_vnni_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    monkeypatch.setattr(q.Path, "read_text", lambda self, *a, **k: "flags : fpu sse avx2 fma")
+    assert q.resolve_reduce_range("auto") is True  # AVX2 without VNNI: 8-bit weights could saturate int16 sums
+    monkeypatch.setattr(q.Path, "read_text", lambda self, *a, **k: "flags : avx2 avx_vnni")
+    assert q.resolve_reduce_range("auto") is False  # AVX-VNNI, which torch does not report
+    monkeypatch.setattr(q.Path, "read_text", lambda self, *a, **k: "flags : avx2")
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    assert q.resolve_reduce_range("auto") is False
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert q.resolve_reduce_range("auto") is False
+    assert q.resolve_reduce_range(True) is True and q.resolve_reduce_range(False) is False
+    with pytest.raises(ValueError, match="true, false or auto"):
+        q.resolve_reduce_range("sometimes")
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3, 4, 5])

@@ -280,10 +280,10 @@ class ExportConfig(_Section):
     int8: bool = Field(False, description="static int8 quantization (ONNX Runtime, ExecuTorch, LiteRT)")
     opset: int = Field(17, description="ONNX opset version")
     calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
-    int8_reduce_range: bool = Field(
-        True,
-        description="7-bit ONNX int8 weights: no overflow on x86 CPUs without VNNI (AVX2); false = 8-bit, for "
-        "VNNI/ARM targets only",
+    int8_reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description="7-bit ONNX int8 weights (no overflow on x86 CPUs without VNNI); auto = 7-bit unless this CPU "
+        "has VNNI/AMX or is ARM; false = 8-bit, for VNNI/ARM targets",
     )
 
 
