@@ -304,3 +304,35 @@ def test_binary_head_starts_at_the_train_foreground_prior(shapes, tmp_path):
     multi = Segmenter(3, encoder_weights=None)
     init_from_train_split(multi, None, np.array([50, 30, 20]))
     assert torch.equal(multi.decoder.head.bias, torch.zeros(3))
+
+
+def test_optimizer_is_fused_adamw_over_four_groups():
+    """One fused kernel over all parameters (PyTorch's CPU default loops over them in Python), same AdamW rule."""
+    from mobileseg.config import load_config
+    from mobileseg.engine.setup import build_optimizer
+
+    cfg = load_config(overrides=["lr=0.01", "encoder_lr_mult=0.1", "encoder_weights=imagenet"])
+    model = Segmenter(1, encoder_weights=None)
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    lrs = {g["name"]: (g["lr"], g["weight_decay"]) for g in opt.param_groups}
+    assert lrs["encoder"][0] == pytest.approx(0.001) and lrs["decoder"][0] == pytest.approx(0.01)
+    assert lrs["encoder/no_decay"][1] == 0.0 and lrs["decoder"][1] == cfg.train.weight_decay
+    reference = torch.optim.AdamW(
+        [
+            {k: v for k, v in g.items() if k not in ("params", "fused", "foreach")}
+            | {"params": [p.detach().clone().requires_grad_() for p in g["params"]]}
+            for g in opt.param_groups
+        ],
+        fused=False,
+    )
+    mine = [p for g in opt.param_groups for p in g["params"]]
+    theirs = [q for g in reference.param_groups for q in g["params"]]
+    for p, q in zip(mine, theirs, strict=True):
+        p.grad = torch.full_like(p, 0.5)
+        q.grad = torch.full_like(q, 0.5)
+    with torch.no_grad():
+        opt.step()
+        reference.step()
+    for p, q in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(p, q)  # the same update as the per-parameter loop

@@ -39,7 +39,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> C
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; the pretrained encoder learns at ``lr * encoder_lr_mult``; no decay on norms and biases."""
+    """AdamW; the pretrained encoder learns at ``lr * encoder_lr_mult``; no decay on norms and biases.
+
+    The fused implementation (one kernel over all parameters; the same update rule) where every parameter lives on
+    a device that has it: PyTorch's CPU default is a Python loop over the parameters, 17 ms of each 420 ms step of
+    the pets model on 2 cores (``benchmarks/train_levers.py --only bf16 bf16+fused``: 1.03x the step).
+    """
     pretrained = str(cfg.model.encoder_weights).lower() not in ("none", "")
     t = cfg.train
     enc_lr = t.lr * (t.encoder_lr_mult if pretrained else 1.0)
@@ -50,7 +55,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
         name = "encoder" if part is model.encoder else "decoder"
         groups.append({"params": decay, "lr": lr, "weight_decay": t.weight_decay, "name": name})
         groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}/no_decay"})
-    return torch.optim.AdamW(groups, lr=t.lr)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=t.lr, fused=fused)
 
 
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
