@@ -23,6 +23,7 @@ from torch import nn
 from mobileseg.data import DatasetSpec
 from mobileseg.engine.evaluator import evaluate_split
 from mobileseg.engine.predictor import warn
+from mobileseg.engine.runtime import cpu_has_any
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import INPUT_NAME, ModelInfo
 from mobileseg.timing import Candidate, measure_interleaved
@@ -47,8 +48,7 @@ def int8_products_saturate() -> bool:
 
     if platform.machine().lower() in ("arm64", "aarch64"):
         return False
-    checks = ("_is_vnni_supported", "_is_amx_tile_supported")
-    if any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks):
+    if cpu_has_any("_is_vnni_supported", "_is_amx_tile_supported"):
         return False
     try:
         return "avx_vnni" not in Path("/proc/cpuinfo").read_text()  # AVX-VNNI (client CPUs), unseen by torch
@@ -125,11 +125,11 @@ def quantize_int8(
     """Static int8 ONNX model of ``model``: QDQ, per-channel int8 weights, uint8 activations, min/max calibration.
 
     ``reduce_range`` (the ``int8_reduce_range`` key; ``auto``: :func:`resolve_reduce_range`) quantizes the weights
-    to 7 bits. ONNX Runtime multiplies
-    uint8 activations by int8 weights with ``VPMADDUBSW`` on x86 CPUs without VNNI (AVX2, AVX-512F), which adds
-    pairs of products into int16 and saturates; 7-bit weights cannot overflow it. Measured on an AVX2 EPYC: a
-    small test model's int8 masks agreed with fp32 on 83.6 % of pixels with 8-bit weights (see the README for
-    the pets figures). CPUs with VNNI and ARM do not saturate, so ``false`` keeps the 8th bit for them.
+    to 7 bits. ONNX Runtime multiplies uint8 activations by int8 weights with ``VPMADDUBSW`` on x86 CPUs without
+    VNNI (AVX2, AVX-512F), which adds pairs of products into int16 and saturates; 7-bit weights cannot overflow it.
+    Measured on an AVX2 EPYC: a small test model's int8 masks agreed with fp32 on 83.6 % of pixels with 8-bit
+    weights (see the README for the pets figures). CPUs with VNNI and ARM do not saturate, so ``false`` keeps the
+    8th bit for them.
 
     Steps: BatchNorm folding and the sub-pixel rewrite of the transposed convolutions (so that they, too, run as
     int8 convolutions), export, ``quant_pre_process`` (ORT graph optimisation + shape inference; symbolic shape

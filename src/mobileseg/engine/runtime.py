@@ -47,6 +47,12 @@ def setup_threads(threads: int | None, world_size: int = 1) -> int:
     return n
 
 
+def cpu_has_any(*checks: str) -> bool:
+    """True when any of torch.cpu's private feature probes (e.g. ``_is_vnni_supported``) says yes; a probe this
+    PyTorch lacks counts as no."""
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays.
 
@@ -54,8 +60,7 @@ def cpu_has_native_bf16() -> bool:
     this model 1.7-1.9x faster under bf16 autocast. Without those units PyTorch emulates bf16 and it is slower
     than fp32, so autocast stays off there.
     """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return cpu_has_any("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 def autocast_dtype(device: torch.device | str, enabled: bool = True) -> torch.dtype | None:
