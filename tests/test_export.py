@@ -172,6 +172,57 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     assert load_predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
 
 
+def int8_convs(path: Path) -> dict[str, bool]:
+    """Module of each Conv in an ONNX file -> whether its weights arrive through a DequantizeLinear (int8)."""
+    from mobileseg.deploy.int8 import node_module
+
+    graph = onnx.load(str(path)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {node_module(n.name): n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"}
+
+
+def test_int8_keeps_the_stem_and_first_block_in_float_by_default(exported):
+    """The default int8_float_layers: the layers whose quantization cost CamVid 0.006-0.011 mIoU stay float."""
+    from mobileseg.config_schema import ExportConfig
+    from mobileseg.deploy.int8 import FLOAT_LAYERS, resolve_float_layers
+
+    assert FLOAT_LAYERS == ("encoder.features.0", "encoder.features.1")
+    assert resolve_float_layers(ExportConfig().int8_float_layers) == FLOAT_LAYERS
+    assert resolve_float_layers([]) == () and resolve_float_layers(["decoder.head"]) == ("decoder.head",)
+    convs = int8_convs(exported[1].int8.path)
+    floats = sorted(m for m, q in convs.items() if not q)
+    assert floats and all(m.startswith(("encoder.features.0", "encoder.features.1.")) for m in floats)
+    assert "encoder.features.0.0" in floats and "encoder.features.1.conv.0.0" in floats
+    assert sum(convs.values()) >= len(convs) - 3  # everything else is int8
+    assert (
+        "kept in float: encoder.features.0, encoder.features.1"
+        in read_onnx_metadata(exported[1].int8.path)["quantization"]
+    )
+
+
+def test_int8_float_layers_empty_quantizes_everything_and_unknown_layers_are_named(exported, tmp_path):
+    from mobileseg.deploy.int8 import quantize_int8
+    from mobileseg.models.model_file import load_model
+
+    model, info, _ = load_model(exported[0])
+    images = torch.rand(4, 3, *IMGSZ, generator=torch.Generator().manual_seed(0))
+    path = quantize_int8(model, tmp_path / "all.int8.onnx", images, info, float_layers=[])
+    assert all(int8_convs(path).values())
+    with pytest.raises(ExportError, match=r"'encoder.feature.1' is not in .*choose from .*encoder.features.3, "):
+        quantize_int8(model, tmp_path / "x.onnx", images, info, float_layers=["encoder.feature.1"])
+    with pytest.raises(ExportError, match=r"'encoder.features.2' is run in parts") as e:
+        quantize_int8(model, tmp_path / "x.onnx", images, info, float_layers=["encoder.features.2"])
+    assert "conv.0" not in str(e.value)  # the tapped blocks' nameless nodes are not offered
+
+
+def test_node_module_follows_the_exporters_scope_names():
+    from mobileseg.deploy.int8 import node_module
+
+    assert node_module("/encoder/features.1/conv/conv.0/conv.0.0/Conv") == "encoder.features.1.conv.0.0"
+    assert node_module("/encoder/features.0/features.0.0/Conv") == "encoder.features.0.0"
+    assert node_module("/decoder/head/Conv") == "decoder.head" and node_module("Constant_3") == ""
+
+
 def test_int8_reduce_range_auto_follows_the_cpu(monkeypatch):
     import platform
 

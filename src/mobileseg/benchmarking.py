@@ -251,6 +251,7 @@ def _int8_onnx(
         info,
         cfg.export.opset,
         reduce_range=cfg.export.int8_reduce_range,
+        float_layers=cfg.export.int8_float_layers,
     )
     notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
     return quantized, ""

@@ -285,6 +285,12 @@ class ExportConfig(_Section):
         description="7-bit ONNX int8 weights (no overflow on x86 CPUs without VNNI); auto = 7-bit unless this CPU "
         "has VNNI/AMX or is ARM; false = 8-bit, for VNNI/ARM targets",
     )
+    int8_float_layers: list[str] = Field(
+        ["auto"],
+        description="modules the ONNX int8 model keeps in float, e.g. encoder.features.1; auto = the stem and first "
+        "block (encoder.features.0,encoder.features.1: int8 there cost CamVid 0.006-0.011 mIoU); empty = none",
+    )
+    _no_float_layers = field_validator("int8_float_layers", mode="before")(lambda v: [] if v is None else v)
 
 
 class ConvertConfig(_Section):

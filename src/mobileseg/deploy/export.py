@@ -262,6 +262,7 @@ def export(cfg: Config | dict[str, Any] | str | None = None, **overrides: Any) -
             conf=cfg.predict.conf,
             threads=threads,
             reduce_range=ec.int8_reduce_range,
+            float_layers=ec.int8_float_layers,
             log=log,
         )
     log(f"Export saved to {path}" + (f" and {result.int8.path}" if result.int8 else ""))
