@@ -213,6 +213,8 @@ def test_int8_float_layers_empty_quantizes_everything_and_unknown_layers_are_nam
     with pytest.raises(ExportError, match=r"'encoder.features.2' is run in parts") as e:
         quantize_int8(model, tmp_path / "x.onnx", images, info, float_layers=["encoder.features.2"])
     assert "conv.0" not in str(e.value)  # the tapped blocks' nameless nodes are not offered
+    with pytest.raises(ExportError, match=r"'encoder.conv.0' is not in"):  # a scope of those nodes, not a module
+        quantize_int8(model, tmp_path / "x.onnx", images, info, float_layers=["encoder.conv.0"])
 
 
 def test_node_module_follows_the_exporters_scope_names():

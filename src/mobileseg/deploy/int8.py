@@ -234,7 +234,7 @@ def float_nodes(onnx_path: Path, layers: Sequence[str], modules: Collection[str]
     nodes = [(n.name, node_module(n.name)) for n in onnx.load(str(onnx_path)).graph.node]
     chosen: list[str] = []
     for layer in layers:
-        hits = [name for name, module in nodes if module == layer or module.startswith(layer + ".")]
+        hits = [n for n, m in nodes if m == layer or m.startswith(layer + ".")] if layer in modules else []
         if not hits:
             known = sorted({".".join(m.split(".")[:3]) for _, m in nodes if m and m in modules}, key=natural_key)
             why = "is run in parts (a skip taps it) and has no nodes of its own" if layer in modules else "is not"
