@@ -21,6 +21,9 @@ import numpy as np
 # Automatic loss choice (choose_loss). A binary task whose foreground covers less than this share of the labelled
 # train pixels gets a Dice term added to BCE; so does a multi-class task whose rarest present class is below its
 # threshold. Above them the loss stays the plain cross-entropy that balanced data trains well with.
+# The binary line is measured (README, thin structures: CamVid classes against the rest, 8 epochs): the rare branch
+# gained +0.159 IoU at 1 % foreground, +0.073 at 4.7 %, +0.022 at 6.1 %, and nothing at 10.1 %. The multi-class
+# line is not swept.
 AUTO_BINARY_RARE_SHARE = 0.10
 AUTO_MULTICLASS_RARE_SHARE = 0.01
 AUTO_DICE_WEIGHT = 1.0
