@@ -321,6 +321,32 @@ def test_benchmark_table_and_csv(exported, tmp_path, capsys):
     assert "ONNX Runtime int8" in out and "threads" in out
 
 
+def test_benchmark_requantizes_an_int8_file_made_with_other_settings(exported, tmp_path):
+    """The int8 file beside the weights is timed only if it was quantized as asked; else a note and a fresh one."""
+    from mobileseg.deploy.int8 import SETTINGS_KEY, settings_differ
+
+    ckpt, result = exported
+    int8 = result.int8.path
+    assert settings_differ(int8, "auto", "auto") == ""
+    assert settings_differ(int8, "auto", []) == "int8_float_layers=encoder.features.0,encoder.features.1"
+    kw = {"weights": str(ckpt), "project": str(tmp_path), "batch": 2, "threads": 1, "warmup": 1, "runs": 2}
+    same = mobileseg.benchmark(**kw, verbose=False)
+    assert not any("int8" in n for n in same.notes)  # the file beside the weights, as asked
+    other = mobileseg.benchmark(**kw, int8_float_layers=[], verbose=False)
+    assert any(f"{int8.name} beside the weights was quantized with int8_float_layers=" in n for n in other.notes)
+    assert any("int8 quantized to a temporary folder" in n for n in other.notes)
+    assert other.row("ONNX Runtime int8").images_s > 0
+    with pytest.raises(ExportError, match="'encoder.nope' is not in"):  # no longer times the old file silently
+        mobileseg.benchmark(**kw, int8_float_layers=["encoder.nope"], verbose=False)
+    old = tmp_path / "old.int8.onnx"  # an export from before the settings were recorded
+    proto = onnx.load(str(int8))
+    keep = [m for m in proto.metadata_props if m.key != SETTINGS_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, str(old))
+    assert "not recorded" in settings_differ(old, "auto", "auto")
+
+
 def test_benchmark_without_dataset_skips_int8(tmp_path):
     ckpt = make_checkpoint(tmp_path / "best.pt", None)
     result = mobileseg.benchmark(

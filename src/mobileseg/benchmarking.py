@@ -12,8 +12,9 @@ run on a CPU with bf16 units (AVX512-BF16/AMX) unless ``amp=false``; elsewhere (
 timing; the compilation time is in the notes).
 
 The ONNX models are the ones beside the weights (``best.onnx``, ``best.int8.onnx``) when they are newer than
-the checkpoint; otherwise they are exported to a temporary folder (int8 calibrated on training images; skipped
-with a message when no dataset is reachable).
+the checkpoint and, for int8, were quantized with the ``int8_reduce_range`` / ``int8_float_layers`` asked for
+(recorded in the file); otherwise they are exported to a temporary folder (int8 calibrated on training images;
+skipped with a message when no dataset is reachable), with a note saying why.
 
 Example:
     >>> result = mobileseg.benchmark(weights="runs/train/exp/weights/best.pt")  # doctest: +SKIP
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from mobileseg.config import Config, resolve_config
-from mobileseg.deploy.int8 import int8_path_for, quantize_int8
+from mobileseg.deploy.int8 import int8_path_for, quantize_int8, settings_differ
 from mobileseg.deploy.onnx import export_onnx, read_onnx_metadata
 from mobileseg.deploy.rewrites import fold_batchnorm
 from mobileseg.deploy.runtimes import OnnxBackend, TorchBackend, quiet
@@ -233,12 +234,19 @@ def _int8_onnx(
 ) -> tuple[Path | None, str]:
     """The int8 ONNX model (fresh beside the weights, or quantized to ``tmp``), or None and why it is skipped."""
     int8 = int8_path_for(weights if model is None else weights.with_suffix(".onnx"))
+    ec = cfg.export
     if _fresh(int8, weights):
-        return int8, ""
-    if model is None:
+        differ = settings_differ(int8, ec.int8_reduce_range, ec.int8_float_layers)
+        if not differ:
+            return int8, ""
+        if model is None:
+            notes.append(f"{int8.name} was quantized with {differ}: timed as it is (re-quantizing needs the .pt)")
+            return int8, ""
+        notes.append(f"{int8.name} beside the weights was quantized with {differ}, not as asked: re-quantized")
+    elif model is None:
         return None, f"no fresh {weights.stem}.int8.onnx beside the ONNX model"
     spec, why_not = open_dataset(ckpt, cfg, info.imgsz)
-    n = cfg.export.calib_images
+    n = ec.calib_images
     calib = split_images(spec, "train", info.imgsz, n) or source_images(
         cfg.predict.source, info.imgsz, n, info.in_channels
     )
@@ -250,8 +258,8 @@ def _int8_onnx(
         calib.images,
         info,
         cfg.export.opset,
-        reduce_range=cfg.export.int8_reduce_range,
-        float_layers=cfg.export.int8_float_layers,
+        reduce_range=ec.int8_reduce_range,
+        float_layers=ec.int8_float_layers,
     )
     notes.append(f"int8 quantized to a temporary folder, calibrated on {calib.origin}")
     return quantized, ""

@@ -8,6 +8,7 @@ measured with the same evaluator as ``mobileseg test`` (:func:`mobileseg.engine.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -29,7 +30,7 @@ from mobileseg.errors import ExportError
 from mobileseg.models.model_file import INPUT_NAME, ModelInfo
 from mobileseg.timing import Candidate, measure_interleaved
 
-from .onnx import export_onnx, set_onnx_metadata
+from .onnx import export_onnx, read_onnx_metadata, set_onnx_metadata
 from .onnx_graph import fuse_pads_into_convs, shapes_from_quantized
 from .parity import PROB_ATOL, as_batch, compare
 from .rewrites import fold_batchnorm, subpixel_rewrite
@@ -41,6 +42,7 @@ IOU_LOSS_TARGET = 0.01  # the most IoU that int8 may cost before we warn
 # CamVid checkpoints (AMX round): quantizing only these cost 0.006 and 0.011 test mIoU, the rest of the network
 # nothing measurable; in float they cost no speed (141.8 vs 139.7 images/s on pets, batch 8, 2 threads).
 FLOAT_LAYERS = ("encoder.features.0", "encoder.features.1")
+SETTINGS_KEY = "int8_settings"  # metadata key: the quantization settings as JSON, compared by ``settings_differ``
 
 
 def int8_products_saturate() -> bool:
@@ -200,6 +202,9 @@ def quantize_int8(
         f"{'7-bit (reduce_range)' if reduce_range else '8-bit'} weights), calibrated on "
         f"{images.shape[0]} images; transposed convs as sub-pixel convs"
         + (f"; kept in float: {', '.join(float_layers)}" if float_layers else ""),
+        SETTINGS_KEY: json.dumps(
+            {"reduce_range": reduce_range, "float_layers": list(float_layers), "calib_images": int(images.shape[0])}
+        ),
     }
     set_onnx_metadata(out_path, metadata)
     return out_path
@@ -254,6 +259,24 @@ def resolve_float_layers(value: Sequence[str] | str) -> tuple[str, ...]:
     """The ``int8_float_layers`` key as module names: ``auto`` = :data:`FLOAT_LAYERS`, empty = none."""
     layers = [value] if isinstance(value, str) else list(value)
     return FLOAT_LAYERS if [v.lower() for v in layers] == ["auto"] else tuple(v for v in layers if v)
+
+
+def settings_differ(path: Path, reduce_range: bool | str, float_layers: Sequence[str] | str) -> str:
+    """How the int8 file at ``path`` was quantized differently from these settings; empty if the same.
+
+    Only the settings that change the graph (and so the speed) are compared; the calibration images change the
+    ranges, not the kernels. A file from an older mobileseg has no record and is reported as such.
+    """
+    record = read_onnx_metadata(path).get(SETTINGS_KEY)
+    if record is None:
+        return "settings that are not recorded (an older export)"
+    recorded = json.loads(record)
+    differ = []
+    if recorded["reduce_range"] != resolve_reduce_range(reduce_range):
+        differ.append(f"int8_reduce_range={str(recorded['reduce_range']).lower()}")
+    if tuple(recorded["float_layers"]) != resolve_float_layers(float_layers):
+        differ.append(f"int8_float_layers={','.join(recorded['float_layers'])}")
+    return " ".join(differ)
 
 
 def int8_path_for(path: Path) -> Path:
