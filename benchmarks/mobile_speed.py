@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     def onnx_int8(model, path, info, calib_images, **_):  # type: ignore[no-untyped-def]
         quantize_int8(model, path, calib_images, info)
 
+    def et_all(*a, **k):  # type: ignore[no-untyped-def]
+        return export_executorch(*a, **k, float_layers=[])
+
     def ort(path, threads):  # type: ignore[no-untyped-def]
         backend = OnnxBackend(path, threads)
         backend.run_one = backend  # same call shape as the phone backends
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "onnx-int8": ("ONNX Runtime int8", onnx_int8, ort, ".int8.onnx", True),
         "et-fp32": ("ExecuTorch fp32", export_executorch, ExecutorchBackend, ".pte", False),
         "et-int8": ("ExecuTorch int8", export_executorch, ExecutorchBackend, ".int8.pte", True),
+        # every layer int8 (int8_float_layers= empty): what the default's two float blocks cost in speed
+        "et-int8-all": ("ExecuTorch int8 all", et_all, ExecutorchBackend, ".int8all.pte", True),
         "tflite-fp32": ("LiteRT fp32", export_tflite, LiteRTBackend, ".tflite", False),
         "tflite-int8": ("LiteRT int8", export_tflite, LiteRTBackend, ".int8.tflite", True),
     }

@@ -278,3 +278,29 @@ def test_the_commands_export_predict_and_evaluate_a_phone_file(tmp_path, capsys)
         assert main([*args, f"project={tmp_path / 'runs'}"]) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_executorch_int8_keeps_the_float_layers_in_float():
+    """int8_float_layers reaches PT2E: convs of the named blocks keep float weights, the rest are dequantized int8."""
+    executorch = _module("executorch")
+    from mobileseg.deploy.mobile import prepare
+
+    graph = prepare(MODELS[3], "probs", binary=False, conf=0.5, subpixel=True)  # wrapped: module paths get "model."
+    sample = CALIB[:1]
+
+    def conv_weights_quantized(layers: tuple[str, ...]) -> dict[str, bool]:
+        converted = executorch._quantize(graph, sample, CALIB[:2], layers)
+        found = {}
+        for node in converted.graph.nodes:
+            if node.op == "call_function" and "conv2d" in str(node.target):
+                module = list(node.meta["nn_module_stack"].values())[-1][0]
+                found[module] = "dequantize" in str(getattr(node.args[1], "target", ""))
+        return found
+
+    default = conv_weights_quantized(("encoder.features.0", "encoder.features.1"))
+    floats = sorted(m for m, q in default.items() if not q)
+    assert floats and all(m.startswith(("model.encoder.features.0", "model.encoder.features.1.")) for m in floats)
+    assert sum(default.values()) >= len(default) - 3 and sum(default.values()) >= 10
+    assert all(conv_weights_quantized(()).values())  # empty: every layer int8
+    with pytest.raises(ExportError, match="'encoder.nope' is not a module"):
+        executorch._quantize(graph, sample, CALIB[:2], ("encoder.nope",))

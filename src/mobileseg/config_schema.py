@@ -287,8 +287,9 @@ class ExportConfig(_Section):
     )
     int8_float_layers: list[str] = Field(
         ["auto"],
-        description="modules the ONNX int8 model keeps in float, e.g. encoder.features.1; auto = the stem and first "
-        "block (encoder.features.0,encoder.features.1: int8 there cost CamVid 0.006-0.011 mIoU); empty = none",
+        description="modules the ONNX / ExecuTorch int8 model keeps in float, e.g. encoder.features.1; auto = the "
+        "stem and first block (encoder.features.0,encoder.features.1: int8 there cost CamVid 0.006-0.011 mIoU); "
+        "empty = none",
     )
     _no_float_layers = field_validator("int8_float_layers", mode="before")(lambda v: [] if v is None else v)
 

@@ -126,7 +126,7 @@ def export_phone(
         return result
     int8 = path.with_name(f"{path.stem}.int8{path.suffix}")
     start = time.perf_counter()
-    write(model, int8, info, int8=True, calib_images=calib.images, log=log, **kw)
+    write(model, int8, info, int8=True, calib_images=calib.images, float_layers=ec.int8_float_layers, log=log, **kw)
     log(
         f"int8: {int8} ({int8.stat().st_size / 1e6:.1f} MB) calibrated on {calib.origin} "
         f"in {time.perf_counter() - start:.1f} s"

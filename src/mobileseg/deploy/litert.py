@@ -93,10 +93,16 @@ def _quantize_static(float_path: Path, out_path: Path, calib: torch.Tensor) -> N
 
 
 def _write(
-    graph: nn.Module, sample: torch.Tensor, calib: torch.Tensor | None, meta: dict[str, str], path: Path
+    graph: nn.Module,
+    sample: torch.Tensor,
+    calib: torch.Tensor | None,
+    meta: dict[str, str],
+    path: Path,
+    float_layers: tuple[str, ...] = (),
 ) -> None:
     """Convert ``graph`` to a float ``.tflite`` with the metadata, then quantize it fully when calibration images are
-    given; the metadata must survive."""
+    given; the metadata must survive. ``float_layers`` is always empty here: ai-edge-quantizer's recipes select ops
+    of the converted graph, which carry no module names (``PhoneFormat.float_layers`` is False)."""
     litert_torch = require("litert_torch", WHAT)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its progress bars are noise in a CLI log
     try:

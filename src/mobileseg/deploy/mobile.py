@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mobileseg.deploy.heads import check_outputs, describe_output, wrap
+from mobileseg.deploy.int8 import resolve_float_layers
 from mobileseg.deploy.parity import ParityReport, as_batch, compare
 from mobileseg.deploy.phone_runtimes import METADATA_KEY, MobileBackend, one_line, require  # noqa: F401 (re-exported)
 from mobileseg.deploy.rewrites import fold_batchnorm
@@ -155,6 +156,7 @@ class PhoneExportOptions(TypedDict, total=False):
 
     int8: bool
     calib_images: torch.Tensor | None
+    float_layers: Sequence[str] | str
     outputs: str
     conf: float
     check_images: torch.Tensor | None
@@ -174,8 +176,8 @@ class PhoneFormat:
         quantization: the ``quantization`` metadata entry of an int8 file, ``{n}`` = the calibration images.
         subpixel: rewrite the decoder's transposed convolutions as conv + pixel shuffle first.
         subpixel_int8: the same for the int8 file (None: as ``subpixel``).
-        write: ``(graph, sample, calib or None, metadata, path)`` -> the file written (quantized when ``calib``),
-            or ExportError in one line.
+        write: ``(graph, sample, calib or None, metadata, path, float_layers)`` -> the file written (quantized
+            when ``calib``, the modules named in ``float_layers`` left in float), or ExportError in one line.
         backend: ``(path, threads)`` -> the runtime that runs the written file.
     """
 
@@ -185,9 +187,10 @@ class PhoneFormat:
     runtime: str
     quantization: str
     subpixel: bool
-    write: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, dict[str, str], Path], None]
+    write: Callable[[nn.Module, torch.Tensor, torch.Tensor | None, dict[str, str], Path, tuple[str, ...]], None]
     backend: Callable[[Path, int | None], MobileBackend]
     subpixel_int8: bool | None = None
+    float_layers: bool = False  # the format's quantizer can leave named modules in float (int8_float_layers)
 
 
 def export_phone(
@@ -198,6 +201,7 @@ def export_phone(
     *,
     int8: bool = False,
     calib_images: torch.Tensor | None = None,
+    float_layers: Sequence[str] | str = "auto",
     outputs: str = "logits",
     conf: float = 0.5,
     check_images: torch.Tensor | None = None,
@@ -212,6 +216,9 @@ def export_phone(
         info: the model's metadata (input size, classes, ...), embedded in the file.
         int8: quantize (needs ``calib_images``).
         calib_images: float (N, 3, H, W) in [0, 1] at model size: typical training images for int8 ranges.
+        float_layers: modules of the model kept in float in an int8 file (``auto``: the ONNX default,
+            :data:`~mobileseg.deploy.int8.FLOAT_LAYERS`), where the format's quantizer allows it
+            (``PhoneFormat.float_layers``); elsewhere every layer is quantized.
         outputs: ``logits``, ``probs`` or ``mask`` (uint8 class map computed in the graph).
         conf: foreground threshold of a binary ``mask`` graph.
         check_images: images for the parity check (default: calibration images, else noise).
@@ -237,8 +244,11 @@ def export_phone(
     subpixel = fmt.subpixel_int8 if int8 and fmt.subpixel_int8 is not None else fmt.subpixel
     graph = prepare(model.eval().cpu(), outputs, info.binary, conf, subpixel=subpixel)
     sample = sample_input(info)
+    layers = resolve_float_layers(float_layers) if int8 and fmt.float_layers else ()
     quant = fmt.quantization.format(n=calib.shape[0]) if calib is not None else "none (float32)"
-    fmt.write(graph, sample, calib, metadata(info, outputs, conf, runtime=fmt.runtime, quantization=quant), path)
+    quant += f"; kept in float: {', '.join(layers)}" if layers else ""
+    meta = metadata(info, outputs, conf, runtime=fmt.runtime, quantization=quant)
+    fmt.write(graph, sample, calib, meta, path, layers)
     images = pick_check_images(check_images, calib, info)
     what = f"{fmt.name} {'int8' if int8 else 'fp32'}"
     verify_or_remove(path, model, lambda p: fmt.backend(p, threads), images, int8, conf, what, log)
