@@ -35,7 +35,7 @@ from mobileseg.errors import ConfigError, ExportError
 from mobileseg.models import Segmenter
 from mobileseg.models.model_file import ModelInfo, load_model
 
-from .int8 import Int8Report, export_int8
+from .int8 import Int8Report, export_int8, resolve_float_layers
 from .onnx import export_onnx
 from .parity import ParityReport, check_parity
 from .rewrites import fold_batchnorm
@@ -113,6 +113,10 @@ def export_phone(
     require("executorch.exir" if ec.format == "executorch" else "litert_torch", f"format={ec.format}")
     if ec.format == "executorch":
         from .executorch import export_executorch as write
+        from .executorch import float_filter
+
+        if calib is not None:  # a misspelt int8_float_layers fails now, not after the fp32 file is written
+            float_filter(model, resolve_float_layers(ec.int8_float_layers))
     else:
         from .litert import export_tflite as write
     kw = {"outputs": ec.outputs, "conf": cfg.predict.conf, "check_images": parity_set.images, "threads": threads}
