@@ -42,7 +42,7 @@ IOU_LOSS_TARGET = 0.01  # the most IoU that int8 may cost before we warn
 # CamVid checkpoints (AMX round): quantizing only these cost 0.006 and 0.011 test mIoU, the rest of the network
 # nothing measurable; in float they cost no speed (141.8 vs 139.7 images/s on pets, batch 8, 2 threads).
 FLOAT_LAYERS = ("encoder.features.0", "encoder.features.1")
-SETTINGS_KEY = "int8_settings"  # metadata key: the quantization settings as JSON, compared by ``settings_differ``
+SETTINGS_KEY = "int8_settings"  # metadata key: the graph-changing settings as JSON, compared by ``settings_differ``
 
 
 def int8_products_saturate() -> bool:
@@ -202,9 +202,7 @@ def quantize_int8(
         f"{'7-bit (reduce_range)' if reduce_range else '8-bit'} weights), calibrated on "
         f"{images.shape[0]} images; transposed convs as sub-pixel convs"
         + (f"; kept in float: {', '.join(float_layers)}" if float_layers else ""),
-        SETTINGS_KEY: json.dumps(
-            {"reduce_range": reduce_range, "float_layers": list(float_layers), "calib_images": int(images.shape[0])}
-        ),
+        SETTINGS_KEY: json.dumps({"reduce_range": reduce_range, "float_layers": list(float_layers)}),
     }
     set_onnx_metadata(out_path, metadata)
     return out_path
