@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from mobileseg import viz
@@ -31,7 +30,7 @@ from mobileseg.engine.inference_mode import InferenceSettings, ResizeTTAModel, S
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
 from mobileseg.engine.model_card import update_model_card
-from mobileseg.engine.runtime import Dist, increment_path
+from mobileseg.engine.runtime import Dist, all_reduce, increment_path
 from mobileseg.errors import ConfigError, DataError
 from mobileseg.models.model_file import ModelInfo, load_trained_dataset, trained_data
 from mobileseg.palette import default_palette
@@ -124,8 +123,7 @@ def evaluate(
                 )
                 index += 1
     cm.reduce_from_all_processes()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(loss_sum)
+    loss_sum = all_reduce(loss_sum)
     metrics = cm.compute()
     if loss_fn is not None:
         metrics["loss"] = (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] else math.nan
@@ -247,10 +245,11 @@ def evaluate_split(
         DataError: the split is empty or missing.
     """
     if not spec.splits.get(split):
-        raise DataError(f"{spec.source}: split '{split}' is empty or missing (have: {', '.join(spec.splits)})")
+        have = ", ".join(name for name, samples in spec.splits.items() if samples) or "none"
+        raise DataError(f"{spec.source}: split '{split}' is empty or missing (have: {have})")
     dataset, model, batch = slide_setup(model, spec, split, imgsz, batch, settings, device, cache)
     loader = eval_loader(dataset, batch, workers, d)
-    per_image = not (d and d.enabled)
+    per_image = not (d and d.world_size > 1)
     return evaluate(model, loader, spec.num_classes, spec.ignore_index, device, loss_fn, conf, per_image, progress)
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
+
+from mobileseg.engine.runtime import all_reduce
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "iou", "dice")
 
@@ -53,11 +54,7 @@ class ConfusionMatrix:
 
     def reduce_from_all_processes(self) -> None:
         """Sum the matrices of all DDP processes so each holds the figures of the whole split."""
-        if dist.is_available() and dist.is_initialized():
-            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-            mat = self.mat.to(device)
-            dist.all_reduce(mat)
-            self.mat = mat.cpu()
+        self.mat = all_reduce(self.mat)
 
     def per_class(self) -> dict[str, list[float]]:
         """Per-class precision, recall, IoU, Dice and support; NaN where a class has neither truth nor prediction."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import re
@@ -13,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from mobileseg.config import RuntimeConfig, default_threads
+from mobileseg.errors import ConfigError
 
 
 @dataclass
@@ -22,10 +24,12 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    joined: bool = False  # in a process group (torchrun), also when it has one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """True under torchrun: DDP wraps the model and metrics are all-reduced (a no-op with one process)."""
+        return self.joined or self.world_size > 1
 
     @property
     def main(self) -> bool:
@@ -106,18 +110,58 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on the CPU."""
+    """Join the process group when launched by torchrun: NCCL on CUDA, gloo on the CPU.
+
+    torchrun's ``--nproc_per_node=1`` joins too (a one-process group, as torchvision's references do), so the
+    DDP path, NCCL included, runs the same on one GPU as on eight. Plain ``python``/``mobileseg`` never joins.
+
+    Raises:
+        ConfigError: more processes on this machine than it has CUDA devices (NCCL cannot share one GPU between
+            processes; an unchecked start fails later with "invalid device ordinal").
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "MASTER_ADDR" in os.environ and "RANK" in os.environ  # torchrun sets both, even for 1 process
+    if world <= 1 and not launched:
         return Dist()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
         if use_cuda:
+            gpus = torch.cuda.device_count()
+            if local >= gpus:
+                per_node = os.environ.get("LOCAL_WORLD_SIZE", str(local + 1))
+                raise ConfigError(
+                    f"torchrun started {per_node} processes on this machine but it has {gpus} CUDA device(s): "
+                    f"use --nproc_per_node={gpus} (NCCL gives each process its own GPU), or device=cpu for gloo"
+                )
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(rank=rank, local_rank=local, world_size=world)
+        # device_id binds the group to this process's GPU (barriers then need no guess of the device); the group
+        # is destroyed at exit, as PyTorch asks, so NCCL does not warn about leaked resources.
+        bound = {"device_id": torch.device("cuda", local)} if use_cuda else {}
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", **bound)
+        atexit.register(_leave_process_group)
+    return Dist(rank=rank, local_rank=local, world_size=world, joined=True)
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    """``tensor`` reduced over every DDP process (itself when none joined), on the device it came from.
+
+    Why not ``dist.all_reduce`` directly: NCCL reduces GPU tensors only ("No backend type associated with device
+    type cpu", seen on the first CUDA run), while the counters reduced here live on the CPU; gloo takes them as
+    they are.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    nccl = dist.get_backend() == "nccl"
+    work = tensor.to(torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+    dist.all_reduce(work, op=op)
+    return work.to(tensor.device)
 
 
 def increment_path(root: str | Path, name: str | None, exist_ok: bool = False) -> Path:

@@ -36,7 +36,7 @@ from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import prepare
+from mobileseg.engine.runtime import all_reduce, prepare
 from mobileseg.engine.setup import (
     amp_dtype,
     build_optimizer,
@@ -341,8 +341,7 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         totals = torch.tensor([loss_sum, seen], dtype=torch.float64)
-        if self.dist.enabled:
-            dist.all_reduce(totals)
+        totals = all_reduce(totals)
         cm.reduce_from_all_processes()
         stats = {"train/loss": (totals[0] / totals[1]).item() if totals[1] else math.nan}
         stats.update({f"train/{k}": v for k, v in cm.compute().items()})
@@ -352,14 +351,12 @@ class Trainer:
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.tensor([float(torch.isfinite(loss).item())])
-        if self.dist.enabled:  # every rank stops together
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        ok = all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank stops together
         return bool(ok.item())
 
     def _stop_requested(self) -> bool:
         flag = torch.tensor([float(self._interrupted)])
-        if self.dist.enabled:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = all_reduce(flag, op=dist.ReduceOp.MAX)
         self._interrupted = bool(flag.item())
         return self._interrupted
 
