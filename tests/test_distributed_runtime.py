@@ -28,7 +28,7 @@ def _free_port() -> int:
 @pytest.fixture
 def torchrun_env(monkeypatch):
     """The variables torchrun --nproc_per_node=1 sets for its one process."""
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "TORCHELASTIC_RUN_ID": "t"}
     env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -38,8 +38,11 @@ def torchrun_env(monkeypatch):
 
 
 def test_plain_process_does_not_join(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+    """Outside torchrun nothing joins, also where a cluster left MASTER_ADDR / RANK in the environment."""
+    for k in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("RANK", "0")
     d = init_distributed("cpu")
     assert not d.enabled and not dist.is_initialized()
 

@@ -120,7 +120,7 @@ def init_distributed(device_name: str = "auto") -> Dist:
             processes; an unchecked start fails later with "invalid device ordinal").
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    launched = "MASTER_ADDR" in os.environ and "RANK" in os.environ  # torchrun sets both, even for 1 process
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun for each process, also when there is one
     if world <= 1 and not launched:
         return Dist()
     rank = int(os.environ["RANK"])
