@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, make_shapes_dataset
+from helpers import FAST, make_checkpoint, make_shapes_dataset
 
 import mobileseg
 from mobileseg.cli import main
@@ -46,6 +46,20 @@ def test_test_and_export_score_the_same_stems_after_the_dataset_moved(tmp_path, 
     assert spec is not None, why_not
     exported = [s.stem for s in spec.splits["test"]]
     assert tested == exported == held_out
+
+
+def test_test_of_a_run_trained_without_test_images_says_so(tmp_path, one_thread):
+    """A run whose recorded split held no test images (its data had train/val only), tested on a folder that has
+    some: the recorded split is kept (the rule above), and the error says why nothing is scored, instead of
+    "split 'test' is empty" beside a listing that names test (what the first GPU run's checkpoints got)."""
+    data = make_shapes_dataset(tmp_path / "shapes", n=10)
+    ckpt_path = make_checkpoint(tmp_path / "m.pt", config={"data": {"dataset": str(data)}})
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    stems = sorted(p.stem for p in (data / "images").iterdir())
+    ckpt["split_stems"] = {"train": stems[:8], "val": stems[8:], "test": []}
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(MobilesegError, match=r"trained with no test images in its recorded split"):
+        mobileseg.test(weights=str(ckpt_path), data=str(data), project=str(tmp_path / "runs"), **FAST)
 
 
 def test_checkpoint_schema_version(tmp_path):

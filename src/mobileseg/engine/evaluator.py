@@ -293,6 +293,11 @@ def evaluate_model(
     if trained is None:
         raise ConfigError(f"{cfg.runtime.weights} names no dataset: pass data=<dataset YAML, folder or preset>")
     spec = load_trained_dataset(trained)
+    if trained.stems is not None and not trained.stems.get(split) and not spec.splits.get(split):
+        raise DataError(
+            f"{cfg.runtime.weights} was trained with no {split} images in its recorded split, and val/test keep "
+            f"that split (so no image the model trained on is scored): there is no {split} split to evaluate"
+        )
     if info.num_classes != spec.num_classes:
         raise DataError(f"the model predicts {info.num_classes} classes but {spec.source} defines {spec.num_classes}")
     settings = resolve_settings(cfg, info)
