@@ -280,9 +280,14 @@ def test_choose_loss():
     just_below = AUTO_BINARY_RARE_SHARE * 0.99
     assert choose_loss([1 - just_below, just_below], binary=True)[0] == "bce+dice"
     assert choose_loss([0.5, 0.5], binary=True)[0] == "bce"
-    shares = {"road": 0.6, "car": 0.395, "sign": AUTO_MULTICLASS_RARE_SHARE / 2, "absent": 0.0}
+    shares = {"road": 0.6, "car": 0.395, "sign": 0.005, "absent": 0.0}
     spec, reason = choose_loss(shares, binary=False)
     assert spec == "ce+dice" and reason == "rarest class 'sign' is 0.5 % of train pixels"
+    # The measured multi-class case the old 1 % line got wrong: rarest class at 1.2 % (CamVid, Fence) gets Dice.
+    assert choose_loss({"road": 0.6, "car": 0.388, "fence": 0.012}, binary=False)[0] == "ce+dice"
+    just_below = AUTO_MULTICLASS_RARE_SHARE * 0.99
+    assert choose_loss([0.5, 0.5 - just_below, just_below], binary=False)[0] == "ce+dice"
+    assert choose_loss([0.45, 0.44, 0.11], binary=False)[0] == "ce"
     # A class with no pixels at all is not 'the rarest'; the others are common -> plain CE.
     expected = ("ce", "rarest class 2 is 20.0 % of train pixels (not rare)")
     assert choose_loss([0.5, 0.3, 0.2, 0.0], binary=False) == expected
