@@ -72,7 +72,10 @@ def camvid_grouped(groups: dict[str, list[int]] | None = None) -> dict[str, obje
             "splits": {"train": "splits/train.txt", "val": "splits/val.txt", "test": "splits/test.txt"},
         },
         "base": ["imgsz=256x352", "epochs=8"],
-        "rare": [*groups, "Fence"] if groups else ["Bicyclist", "Pedestrian", "Pole"],  # IoU reported per run
+        # IoU reported per run: the merged classes, Fence and Pavement (the next rarest)
+        "rare": [n for n in [*groups, "Fence", "Pavement"] if n in names]
+        if groups
+        else ["Bicyclist", "Pedestrian", "Pole"],
     }
 
 
@@ -85,6 +88,8 @@ TASKS: dict[str, dict[str, object]] = {
     "camvid11": camvid_grouped(),
     "camvid9": camvid_grouped({"Person": [9, 10], "PoleSign": [2, 6]}),
     "camvid8": camvid_grouped({"Thin": [2, 6, 9, 10]}),
+    # ... and Fence merged in as well: the rarest class is then at ~4.4 %, between the old line and the new one.
+    "camvid7": camvid_grouped({"ThinFence": [2, 6, 7, 9, 10]}),
     # Other CamVid classes as binary tasks, to measure loss=auto's foreground-share rule on both sides of its
     # 10 % line with one kind of data (train pixels at 256x352, as the rule measures: pavement 4.7 %, car 6.1 %,
     # tree 10.1 %).
