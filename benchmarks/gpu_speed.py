@@ -12,7 +12,6 @@ host-to-device copy of a CPU batch (what `mobileseg predict` does per batch).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import tempfile
@@ -85,16 +84,16 @@ def onnx_rows(model: torch.nn.Module, imgsz: tuple[int, int], batches: list[int]
     import onnxruntime as ort
 
     from mobileseg.deploy.onnx import export_onnx
+    from mobileseg.deploy.rewrites import fold_batchnorm
+    from mobileseg.deploy.runtimes import ort_session
 
     providers = ort.get_available_providers()
     print("onnxruntime", ort.__version__, "providers:", providers, flush=True)
     if "CUDAExecutionProvider" not in providers:
         return [{"backend": "ONNX Runtime CUDA", "note": f"not in this onnxruntime build ({providers})"}]
-    from mobileseg.deploy.rewrites import fold_batchnorm
-
-    net = fold_batchnorm(copy.deepcopy(model).cpu().float().eval())
+    net = fold_batchnorm(model)  # a folded copy on the CPU, in eval mode, as export_onnx wants it
     path, _ = export_onnx(net, Path(tempfile.mkdtemp()) / "m.onnx", info)
-    sess = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    sess = ort_session(path, device="cuda")  # what val/test/predict/serve open for an .onnx with device=cuda
     name = sess.get_inputs()[0].name
     rows = []
     for b in batches:
