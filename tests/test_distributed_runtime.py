@@ -49,7 +49,7 @@ def test_plain_process_does_not_join(monkeypatch):
 
 def test_torchrun_with_one_process_joins_a_group_and_reduces(torchrun_env):
     d = init_distributed("cpu")
-    assert d.enabled and d.joined and d.world_size == 1 and d.main
+    assert d.enabled and d.world_size == 1 and d.main
     assert dist.is_initialized() and dist.get_backend() == "gloo"
     # The helper every reduction goes through: sums (here over one process) and returns on the caller's device.
     totals = all_reduce(torch.tensor([2.5, 4.0], dtype=torch.float64))

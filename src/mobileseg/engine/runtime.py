@@ -24,12 +24,8 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-    joined: bool = False  # in a process group (torchrun), also when it has one process
-
-    @property
-    def enabled(self) -> bool:
-        """True under torchrun: DDP wraps the model and metrics are all-reduced (a no-op with one process)."""
-        return self.joined or self.world_size > 1
+    # In a process group (under torchrun, also with one process): DDP wraps the model, metrics are all-reduced.
+    enabled: bool = False
 
     @property
     def main(self) -> bool:
@@ -141,7 +137,7 @@ def init_distributed(device_name: str = "auto") -> Dist:
         bound = {"device_id": torch.device("cuda", local)} if use_cuda else {}
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", **bound)
         atexit.register(_leave_process_group)
-    return Dist(rank=rank, local_rank=local, world_size=world, joined=True)
+    return Dist(rank=rank, local_rank=local, world_size=world, enabled=True)
 
 
 def _leave_process_group() -> None:
