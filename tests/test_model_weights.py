@@ -175,6 +175,11 @@ def test_missing_and_non_torch_files(tmp_path: Path) -> None:
     junk.write_bytes(b"PK\x03\x04" + bytes(range(256)))
     with pytest.raises(WeightsError, match=r"junk\.pt is not a PyTorch weights file"):
         safe_torch_load(junk)
+    # Four bytes of text: torch's legacy (non-zip) reader fails inside struct.unpack, which was a traceback.
+    short = tmp_path / "short.pt"
+    short.write_text("junk")
+    with pytest.raises(WeightsError, match=r"short\.pt is not a PyTorch weights file"):
+        safe_torch_load(short)
 
 
 def test_from_checkpoint_round_trip(tmp_path: Path) -> None:

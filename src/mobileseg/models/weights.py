@@ -25,6 +25,7 @@ import pickle
 import pickletools
 import re
 import socket
+import struct
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -84,7 +85,7 @@ def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
                 f"Re-save only the tensors (a state dict) from a trusted environment."
             ) from None
         raise WeightsError(f"{p} is not a PyTorch weights file (or it is corrupt); it was not loaded") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError, IndexError) as e:
+    except (RuntimeError, EOFError, KeyError, ValueError, UnicodeDecodeError, IndexError, struct.error) as e:
         # torch's own messages only help for zip-level damage; others (KeyError '101', bare EOFError) confuse.
         if p.stat().st_size == 0:
             reason = " (the file is empty)"
