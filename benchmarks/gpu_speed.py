@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from mobileseg.errors import MobilesegError
 from mobileseg.models.model_file import load_model
 
 
@@ -117,8 +119,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--out", default="gpu_speed.json")
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_speed.py: no CUDA GPU here (mobileseg benchmark times the CPU backends)")
     torch.backends.cudnn.benchmark = True
-    model, info, _ = load_model(args.weights)
+    try:
+        model, info, _ = load_model(args.weights)
+    except MobilesegError as e:  # missing, corrupt or not a mobileseg checkpoint: one line, not a traceback
+        sys.exit(f"gpu_speed.py: {e}")
     imgsz = tuple(info.imgsz)
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "imgsz": imgsz}
     result["rows"] = torch_rows(model, imgsz, args.batch)
