@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import platform
 import random
 import re
 from dataclasses import dataclass
@@ -44,7 +46,42 @@ def setup_threads(threads: int | None, world_size: int = 1) -> int:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set once in this process
         pass
+    keep_freed_memory()
     return n
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts on 64-bit systems
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks of up to 32 MiB for the next batch instead of returning them to the
+    kernel; True when applied (Linux with glibc, unless ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or
+    ``GLIBC_TUNABLES`` already set these for the process).
+
+    Why: every forward pass allocates the same large activations again (the 96-channel 112x112 map of a batch
+    of eight 224x224 images is 19 MiB in bf16). With glibc's defaults those blocks are returned to the kernel
+    when freed (mmap'd chunks, and a heap top beyond the trim threshold) and must be faulted in page by page on
+    the next batch, which on a 2-core KVM guest cost more than the convolution writing them: the 16 -> 96 1x1
+    conv of the second encoder block took 53 ms instead of 8.5 ms in the profile of a bf16 batch. Keeping them
+    made bf16 inference 1.15-1.18x faster (batch 8, 224 px, 2 threads, Zen 4; 62-64 -> 71-76 images/s) for
+    about 80 MB more resident memory; the training step did not change. Freed memory below the trim threshold
+    (1 GiB) stays with the process, so RSS stays at its peak rather than shrinking between batches. PyTorch's own
+    performance guide recommends a caching allocator (jemalloc, tcmalloc) for the same reason; this needs no
+    preloaded library.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or "malloc" in (
+        os.environ.get("GLIBC_TUNABLES", "")
+    ):
+        return False  # the user's own allocator settings win
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def cpu_has_any(*checks: str) -> bool:
