@@ -5,13 +5,14 @@ Each probe runs in a new process: the setting is process-wide and glibc adapts i
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+from mobileseg.engine.runtime import has_glibc
+
+GLIBC = has_glibc()
 
 # Where glibc puts a 24 MiB tensor (mmap'd = returned to the kernel when freed, and faulted in page by page when
 # allocated again), and whether 4 x 20 MiB freed at once stay in the heap (glibc's mallinfo2, in bytes).

@@ -55,6 +55,11 @@ MMAP_THRESHOLD = 32 << 20  # the largest value glibc accepts on 64-bit systems
 TRIM_THRESHOLD = 1 << 30
 
 
+def has_glibc() -> bool:
+    """True on Linux with glibc, whose ``mallopt`` :func:`keep_freed_memory` calls (not musl, macOS, Windows)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks of up to 32 MiB for the next batch instead of returning them to the
     kernel; True when applied (Linux with glibc, unless ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or
@@ -71,7 +76,7 @@ def keep_freed_memory() -> bool:
     performance guide recommends a caching allocator (jemalloc, tcmalloc) for the same reason; this needs no
     preloaded library.
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not has_glibc():
         return False
     if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or "malloc" in (
         os.environ.get("GLIBC_TUNABLES", "")
