@@ -157,7 +157,7 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     report = result.int8
     assert report is not None and report.path.name == "best.int8.onnx" and report.path.is_file()
     assert "8 train images" in report.calib_images
-    assert 0.9 < report.agreement <= 1 and report.fp32_images_s > 0 and report.int8_images_s > 0
+    assert 0 < report.agreement <= 1 and report.fp32_images_s > 0 and report.int8_images_s > 0
     assert report.split == "test" and not math.isnan(report.iou_change)
     assert math.isclose(report.iou_change, report.iou_int8 - report.iou_fp32)
     meta = read_onnx_metadata(report.path)
@@ -170,6 +170,36 @@ def test_int8_export_reports_agreement_speed_and_iou(exported):
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert not [n.name for n in graph.node if n.op_type == "Shape" and n.input[0] in dequantized]
     assert load_predictor(report.path, threads=1).predict_image(np.zeros((33, 47, 3), np.uint8)).mask.shape == (33, 47)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes, tmp_path_factory):
+    """A model trained until it finds the shapes (val IoU ~0.9 after 8 epochs at lr 0.003, ~15 s on one thread).
+
+    int8 accuracy is checked on it, not on the random-init ``exported`` one, whose near-zero logits flip under any
+    rounding: that model's agreement passed 0.9 on the VNNI CPUs but was 0.874 on an AVX2 one (Zen 3, 7-bit
+    weights), where this trained model agrees to 0.9998 (IoU 0.881 -> 0.881).
+    """
+    run = mobileseg.train(
+        data=str(shapes),
+        epochs=8,
+        lr=0.003,
+        width_mult=0.35,
+        project=str(tmp_path_factory.mktemp("runs")),
+        **helpers.FAST,
+    )
+    return run.best
+
+
+def test_int8_of_a_trained_model_keeps_its_iou(trained):
+    """The default int8 export (auto weight bits for this CPU, stem in float) agrees with fp32 and keeps the IoU.
+
+    On an AVX2 CPU without VNNI (int16 sums saturate) 8-bit weights cost this model 0.0036 IoU and a model trained
+    at the default lr 0.037; auto picks 7-bit ones there, which cost 0.0001 and -0.001 (a gain).
+    """
+    report = mobileseg.export(weights=str(trained), int8=True, calib_images=8, verbose=False, threads=1).int8
+    assert report.iou_fp32 > 0.5  # the model really segments, so agreement is not all-background agreeing
+    assert report.agreement > 0.98 and abs(report.iou_change) <= 0.01
 
 
 def int8_convs(path: Path) -> dict[str, bool]:
