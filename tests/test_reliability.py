@@ -38,6 +38,15 @@ def test_training_prints_the_dataset_checks_warnings(tmp_path, capsys, one_threa
     assert "everything is foreground" in err
 
 
+def test_freeze_bn_without_pretrained_weights_warns(shapes, tmp_path, capsys, one_thread):
+    """Frozen BatchNorm statistics are the pretrained ones; with a random encoder they would stay at 0 / 1."""
+    runs = str(tmp_path / "runs")
+    mobileseg.train(data=str(shapes), epochs=1, freeze_bn=True, project=runs, name="a", **{**FAST, "verbose": True})
+    assert "freeze_bn=true with encoder_weights=none" in capsys.readouterr().err
+    mobileseg.train(data=str(shapes), epochs=1, project=runs, name="b", **{**FAST, "verbose": True})
+    assert "freeze_bn" not in capsys.readouterr().err
+
+
 def test_resume_after_the_classes_changed_is_one_line(tmp_path, capsys, one_thread):
     root = make_shapes_dataset(tmp_path / "data", n=12)
     (root / "data.yaml").write_text(yaml.safe_dump({"names": ["background", "shape"]}))
