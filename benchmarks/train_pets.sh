@@ -7,5 +7,5 @@ WEIGHTS=${WEIGHTS:-../shared/weights/mobilenet_v2_imagenet.pt}
 MS=${MS:-.venv/bin/mobileseg}
 $MS train cfg=examples/configs/oxford_pets.yaml data=$DATA encoder_weights=$WEIGHTS name=pets exist_ok=true
 $MS test weights=runs/train/pets/weights/best.pt name=pets exist_ok=true
-$MS train cfg=examples/configs/oxford_pets.yaml data=$DATA encoder_weights=none name=pets_scratch exist_ok=true
+$MS train cfg=examples/configs/oxford_pets.yaml data=$DATA encoder_weights=none freeze_bn=false name=pets_scratch exist_ok=true
 $MS test weights=runs/train/pets_scratch/weights/best.pt name=pets_scratch exist_ok=true
