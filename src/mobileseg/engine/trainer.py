@@ -204,10 +204,7 @@ class Trainer:
         for line in self.spec.warning_lines():  # the dataset check's warnings (e.g. "everything is foreground")
             warn(line.removeprefix("WARNING: "))
         if cfg.model.freeze_bn and str(cfg.model.encoder_weights).lower() in ("none", ""):
-            warn(
-                "freeze_bn=true with encoder_weights=none: the encoder's BatchNorm layers keep their initial "
-                "statistics (mean 0, variance 1) for the whole run; set freeze_bn=false to train from scratch"
-            )
+            warn("freeze_bn=true with encoder_weights=none: BatchNorm stays at mean 0, var 1; use freeze_bn=false")
         previous = signal.getsignal(signal.SIGINT)
         if self.dist.main:  # from here on, Ctrl-C finishes the current step and saves the exact position
             signal.signal(signal.SIGINT, self._on_sigint)
