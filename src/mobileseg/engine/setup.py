@@ -24,6 +24,7 @@ from mobileseg.errors import ConfigError, MissingFileError, TrainingError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import load_checkpoint
 from mobileseg.models.segmenter import set_normalization
+from mobileseg.models.weights import is_pretrained
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
@@ -45,9 +46,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     a device that has it: PyTorch's CPU default is a Python loop over the parameters, 17 ms of each 420 ms step of
     the pets model on 2 cores (``benchmarks/train_levers.py --only bf16 bf16+fused``: 1.03x the step).
     """
-    pretrained = str(cfg.model.encoder_weights).lower() not in ("none", "")
     t = cfg.train
-    enc_lr = t.lr * (t.encoder_lr_mult if pretrained else 1.0)
+    enc_lr = t.lr * (t.encoder_lr_mult if is_pretrained(cfg.model.encoder_weights) else 1.0)
     groups: list[dict[str, Any]] = []
     for part, lr in ((model.encoder, enc_lr), (model.decoder, t.lr)):
         decay = [p for p in part.parameters() if p.ndim > 1]

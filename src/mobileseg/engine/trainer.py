@@ -51,6 +51,7 @@ from mobileseg.engine.setup import (
 from mobileseg.errors import ConfigError, DataError, NonFiniteLossError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import save_checkpoint
+from mobileseg.models.weights import is_pretrained
 
 
 class Trainer:
@@ -203,7 +204,7 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
         for line in self.spec.warning_lines():  # the dataset check's warnings (e.g. "everything is foreground")
             warn(line.removeprefix("WARNING: "))
-        if cfg.model.freeze_bn and str(cfg.model.encoder_weights).lower() in ("none", ""):
+        if cfg.model.freeze_bn and not is_pretrained(cfg.model.encoder_weights):
             warn("freeze_bn=true with encoder_weights=none: BatchNorm stays at mean 0, var 1; use freeze_bn=false")
         previous = signal.getsignal(signal.SIGINT)
         if self.dist.main:  # from here on, Ctrl-C finishes the current step and saves the exact position

@@ -236,6 +236,16 @@ def load_encoder_weights(encoder: nn.Module, weights: str | os.PathLike[str]) ->
     return path
 
 
+def is_pretrained(weights: str | os.PathLike[str] | None) -> bool:
+    """False for the ``encoder_weights`` settings that mean "train from scratch" (``none``, empty, None).
+
+    Example:
+        >>> is_pretrained("imagenet"), is_pretrained("none"), is_pretrained(None)
+        (True, False, False)
+    """
+    return ("" if weights is None else str(weights).strip()).lower() not in ("", "none")
+
+
 def describe_encoder_weights(weights: str | os.PathLike[str] | None) -> str:
     """Where ``encoder_weights`` came from, in words that hold on any machine: a kind and a file *name*, no path.
 
@@ -251,9 +261,9 @@ def describe_encoder_weights(weights: str | os.PathLike[str] | None) -> str:
         >>> describe_encoder_weights("none")
         'none (trained from scratch)'
     """
-    text = "" if weights is None else str(weights).strip()
-    if text.lower() in ("", "none"):
+    if not is_pretrained(weights):
         return "none (trained from scratch)"
+    text = str(weights).strip()
     if text.lower() == "imagenet":
         override = os.environ.get(ENV_VAR, "").strip()
         if override:
