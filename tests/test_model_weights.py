@@ -77,6 +77,17 @@ def test_load_encoder_weights_function(tmp_path: Path) -> None:
     assert load_encoder_weights(enc, path) == path
 
 
+@pytest.mark.parametrize("weights", ["none", "None", "", " none "])
+def test_every_spelling_of_no_weights_builds_from_scratch(weights: str) -> None:
+    # "" (an empty override, encoder_weights=) means from scratch everywhere else (is_pretrained); the encoder
+    # used to try to open a file named "" instead.
+    torch.manual_seed(0)
+    enc = MobileNetV2Encoder(width_mult=0.35, weights=weights)
+    torch.manual_seed(0)
+    ref = MobileNetV2Encoder(width_mult=0.35)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), ref.state_dict().values(), strict=True))
+
+
 def test_wrong_width_names_key_and_shapes(tmp_path: Path) -> None:
     path = tmp_path / "tv_w05.pt"
     _tv_weights(path, width_mult=0.5)

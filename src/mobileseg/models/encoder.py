@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
-from .weights import load_encoder_weights
+from .weights import is_pretrained, load_encoder_weights
 
 EXPAND_TAPS: tuple[int, ...] = (2, 4, 7, 14)  # blocks whose expand (conv[0]) output is a skip
 LAST_BLOCK = 17  # its output is the deepest feature; features[18] is not built into the encoder
@@ -161,7 +161,7 @@ class MobileNetV2Encoder(nn.Module):
         )
         self.strides = STRIDES
         self._expand_taps = frozenset(EXPAND_TAPS)
-        if weights is not None and str(weights).lower() != "none":
+        if is_pretrained(weights):
             load_encoder_weights(self, weights)
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
