@@ -247,6 +247,35 @@ def test_non_finite_loss_stops_and_keeps_last_good(shapes, tmp_path, monkeypatch
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("best", ["val", "last"])
+def test_best_pt_holds_the_best_val_epoch_or_the_final_one(shapes, tmp_path, monkeypatch, best):
+    from mobileseg.engine import trainer as trainer_mod
+
+    real, calls = trainer_mod.evaluate, {"n": 0}
+
+    def falling(*args, **kwargs):  # val IoU 0.9, 0.8, 0.7: the first epoch is the best by val
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        out.metrics["iou"] = 1.0 - 0.1 * calls["n"]
+        return out
+
+    monkeypatch.setattr(trainer_mod, "evaluate", falling)
+    result = mobileseg.train(data=str(shapes), epochs=3, best=best, project=str(tmp_path), name=best, **FAST)
+    ckpt, last = load_checkpoint(result.best), load_checkpoint(result.last)
+    assert result.best_epoch == ckpt["best_epoch"] == (1 if best == "val" else 3)
+    same = all(torch.equal(ckpt["model"][k], last["model"][k]) for k in last["model"])
+    assert same == (best == "last")
+    card = (result.save_dir / "README.md").read_text()
+    assert ("`best=last`" in card) == (best == "last")
+
+
+def test_best_last_with_patience_is_a_config_error(shapes, tmp_path):
+    from mobileseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="best=last"):
+        mobileseg.train(data=str(shapes), epochs=3, best="last", patience=2, project=str(tmp_path), **FAST)
+
+
 def test_multiclass_with_ignore(tmp_path):
     root = make_shapes_dataset(tmp_path / "mc", n=12, classes=3)
     # Paint an ignore border (value 9) into every mask, mapped to ignore in the dataset YAML.

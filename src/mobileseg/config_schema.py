@@ -167,6 +167,9 @@ class TrainConfig(_Section):
         "in val/test/predict/serve of .pt models; false = fp32",
     )
     patience: int = Field(0, ge=0, description="early stopping after N epochs without improvement; 0 = off")
+    best: Literal["val", "last"] = Field(
+        "val", description="what weights/best.pt holds: val = the epoch of the highest val IoU; last = the final epoch"
+    )
     resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")
     plot_every: int = Field(1, ge=1, description="refresh plots every N epochs")
@@ -211,6 +214,8 @@ class TrainConfig(_Section):
             raise ValueError(f"dice_weight={self.dice_weight:g} and loss={self.loss} both add a Dice term; keep one")
         if "tversky" in self.loss and not self.tversky_alpha + self.tversky_beta > 0:
             raise ValueError("tversky_alpha + tversky_beta must be > 0")
+        if self.best == "last" and self.patience:
+            raise ValueError("patience stops when val IoU stalls, but best=last keeps the final epoch; use one of them")
         return self
 
 
@@ -226,12 +231,8 @@ class RuntimeConfig(_Section):
     weights: str | None = Field(None, description="checkpoint (.pt) or ONNX model to evaluate/predict/export")
     split: str = Field("val", description="split evaluated by 'val' / 'test'")
     verbose: bool = Field(True, description="print progress and results")
-    tensorboard: bool = Field(
-        False, description="log metrics, plots and config to TensorBoard (event files in the run folder)"
-    )
-    mlflow: bool = Field(
-        False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside the project folder"
-    )
+    tensorboard: bool = Field(False, description="log metrics, plots and config to TensorBoard (in the run folder)")
+    mlflow: bool = Field(False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside project/")
 
 
 class PredictConfig(_Section):

@@ -165,7 +165,9 @@ def summary_lines(trainer: Trainer, result: TrainResult) -> str:
     seconds = sum(r["epoch_s"] for r in trainer.history)
     return (
         f"\n{len(trainer.history)} epochs {result.stopped} in {seconds:.0f}s."
-        f"  Best epoch {result.best_epoch}: {format_metrics(result.best_metrics)}\n"
+        f"  Best epoch {result.best_epoch}"
+        + (" (best=last: the final epoch)" if trainer.cfg.train.best == "last" else "")
+        + f": {format_metrics(result.best_metrics)}\n"
         f"Results saved to {trainer.save_dir}\n"
         f"  weights  {result.best}  (last: {result.last.name})\n"
         f"  plots    {trainer.save_dir / 'results.png'}, {trainer.save_dir / 'val_predictions.png'}\n"

@@ -264,7 +264,7 @@ class Trainer:
             row["lr"] = self.decoder_lr
             self.history.append(row)
             fitness = val.metrics["iou"]
-            improved = not math.isnan(fitness) and fitness > self.best_fitness
+            improved = cfg.train.best == "last" or (not math.isnan(fitness) and fitness > self.best_fitness)
             if improved:
                 self.best_fitness, self.best_epoch = fitness, epoch + 1
             if self.dist.main:
