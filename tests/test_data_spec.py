@@ -256,9 +256,9 @@ def test_oxford_pets_preset_on_a_folder(tmp_path, make_pair):
     spec = resolve_dataset(str(root), preset="oxford_pets")
     assert "oxford_pets" in preset_names() and "camvid" in preset_names()
     assert spec.names == ["background", "pet"]
-    assert spec.split_info["mode"] == "lists" and spec.split_info["val_fraction"] == 0.15
+    assert spec.split_info["mode"] == "lists" and spec.split_info["val_fraction"] == 0.05
     assert len(spec.splits["test"]) == 3
-    assert len(spec.splits["train"]) + len(spec.splits["val"]) == 17 and len(spec.splits["val"]) == 3
+    assert len(spec.splits["train"]) + len(spec.splits["val"]) == 17 and len(spec.splits["val"]) == 1
     assert "beagle_10" in stems(spec, "train") + stems(spec, "val")  # no_official_split goes to train
     assert spec.encode_mask(np.array([[1, 2, 3]], np.uint8)).tolist() == [[1, 0, 1]]
     # The same preset by name, its folder found through $MOBILESEG_DATASETS
