@@ -304,3 +304,19 @@ def test_bundled_sample_resolves_with_60_pairs():
     assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 2_000_000
     spec = load_dataset(DataConfig())  # the default config checks clean
     assert spec.report is not None and spec.report.ok and not spec.report.warnings
+
+
+def test_val_fraction_zero_trains_on_every_train_image(binary_folder):
+    """``val_fraction: 0`` is a final fit: no val split carved, and no "no val split" warning (it was asked for)."""
+    (binary_folder / "splits").mkdir()
+    (binary_folder / "splits" / "tr.txt").write_text("\n".join(f"im{i:02d}" for i in range(16)))
+    (binary_folder / "splits" / "te.txt").write_text("\n".join(f"im{i:02d}" for i in range(16, 20)))
+    doc = {"splits": {"train": "splits/tr.txt", "test": "splits/te.txt"}, "val_fraction": 0}
+    (binary_folder / "d.yaml").write_text(yaml.safe_dump(doc))
+    spec = resolve_dataset(str(binary_folder / "d.yaml"))
+    assert len(spec.splits["train"]) == 16 and not spec.splits["val"] and len(spec.splits["test"]) == 4
+    assert spec.split_info["val_fraction"] == 0
+    assert not any("no val split" in line for line in spec.warning_lines())
+    del doc["val_fraction"]  # the same lists without it: the missing val split is worth a warning
+    (binary_folder / "d.yaml").write_text(yaml.safe_dump(doc))
+    assert any("no val split" in line for line in resolve_dataset(str(binary_folder / "d.yaml")).warning_lines())

@@ -276,6 +276,32 @@ def test_best_last_with_patience_is_a_config_error(shapes, tmp_path):
         mobileseg.train(data=str(shapes), epochs=3, best="last", patience=2, project=str(tmp_path), **FAST)
 
 
+def test_final_fit_without_a_val_split(tmp_path):
+    """``val_fraction: 0``: every train image trains, no val columns, best.pt is the final epoch; patience refused."""
+    from mobileseg.errors import ConfigError
+
+    root = make_shapes_dataset(tmp_path / "fit", n=10)
+    (root / "tr.txt").write_text("\n".join(f"s{i:02d}" for i in range(8)))
+    (root / "te.txt").write_text("s08\ns09\n")
+    doc = {"path": ".", "splits": {"train": "tr.txt", "test": "te.txt"}, "val_fraction": 0}
+    (root / "data.yaml").write_text(yaml.safe_dump(doc))
+    data = str(root / "data.yaml")
+    result = mobileseg.train(data=data, epochs=2, name="fit", project=str(tmp_path / "runs"), **FAST)
+    assert result.best_epoch == 2 and result.best_metrics == {}
+    assert not any(k.startswith("val/") for row in result.history for k in row)
+    assert {r["val/iou"] for r in read_results(result.save_dir)} == {""}
+    best, last = load_checkpoint(result.best), load_checkpoint(result.last)
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
+    assert (result.save_dir / "results.png").is_file()
+    assert not (result.save_dir / "val_predictions.png").exists()
+    card = (result.save_dir / "README.md").read_text()
+    assert "8 train / 0 val images" in card and "no val split" in card
+    metrics = mobileseg.test(weights=str(result.best), project=str(tmp_path / "t"), **FAST)
+    assert 0 <= metrics["iou"] <= 1  # the test split is untouched by a final fit
+    with pytest.raises(ConfigError, match="no val split"):
+        mobileseg.train(data=data, epochs=2, patience=1, project=str(tmp_path / "runs"), **FAST)
+
+
 def test_multiclass_with_ignore(tmp_path):
     root = make_shapes_dataset(tmp_path / "mc", n=12, classes=3)
     # Paint an ignore border (value 9) into every mask, mapped to ignore in the dataset YAML.

@@ -107,13 +107,15 @@ def resolve_dataset(
     names, ignore_index, mapping, palette = parse_classes(loc.doc, where)
     colors = parse_colors(loc.doc.get("colors"), names, where)
     val_fraction = loc.doc.get("val_fraction")
-    if val_fraction is not None and not (isinstance(val_fraction, int | float) and 0 < val_fraction < 1):
-        raise DataError(f"{where}: 'val_fraction' must be between 0 and 1 (got {val_fraction!r})")
+    if val_fraction is not None and not (isinstance(val_fraction, int | float) and 0 <= val_fraction < 1):
+        raise DataError(f"{where}: 'val_fraction' must be at least 0 and under 1 (got {val_fraction!r})")
     resize = _mask_resize(mask_resize or loc.doc.get("mask_resize"), where)
     issues: Issues = []
     pools = _pools(root, issues)
     yaml_dir = loc.yaml_dir or root
     info: dict[str, Any] = {"seed": split_seed}
+    if val_fraction == 0:  # asked for: train on every train image, no validation (a final fit)
+        info["val_fraction"] = 0.0
     split_stems, requested = _split_stems(
         loc.doc.get("splits"), root, yaml_dir, where, pools, tuple(split_ratios), stems, info, issues
     )
@@ -341,7 +343,7 @@ def _assign(
             continue
         if s == "train" or s in requested:
             issues.append(("error", f"split '{s}' is empty" + _empty_hint(s, info)))
-        elif s == "val":
+        elif s == "val" and info.get("val_fraction") != 0:
             issues.append(
                 (
                     "warning",

@@ -18,7 +18,8 @@ Dataset YAML (every key optional)::
       train: [splits/a.txt, splits/b.txt]
       val: splits/val.txt
       test: splits/test.txt
-    val_fraction: 0.15           # seeded share of train moved to val when no val list/folder exists
+    val_fraction: 0.15           # seeded share of train moved to val when no val list/folder exists;
+                                 # 0 = none: a final fit on every train image (best.pt = final epoch)
 """
 
 from __future__ import annotations

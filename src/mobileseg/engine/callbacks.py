@@ -143,6 +143,8 @@ class RunFiles(Callback):
             best_epoch=trainer.best_epoch or None,
             binary=trainer.spec.binary,
         )
+        if not trainer.validates:  # a final fit without a val split: no validation pictures
+            return {"results": results}
         shown = np.linspace(0, len(trainer.val_ds) - 1, min(6, len(trainer.val_ds))).round().astype(int).tolist()
         grid = prediction_grid(
             trainer.val_model(),  # slid over the whole image when training on crops
@@ -163,14 +165,17 @@ class RunFiles(Callback):
 def summary_lines(trainer: Trainer, result: TrainResult) -> str:
     """The closing lines of a run: how it ended, the best epoch, and where everything is."""
     seconds = sum(r["epoch_s"] for r in trainer.history)
+    plots = ["results.png", *(["val_predictions.png"] if trainer.validates else [])]
     return (
         f"\n{len(trainer.history)} epochs {result.stopped} in {seconds:.0f}s."
         f"  Best epoch {result.best_epoch}"
         + (" (best=last: the final epoch)" if trainer.cfg.train.best == "last" else "")
-        + f": {format_metrics(result.best_metrics)}\n"
+        + ("" if trainer.validates else " (no val split: the final epoch)")
+        + (f": {format_metrics(result.best_metrics)}" if result.best_metrics else "")
+        + "\n"
         f"Results saved to {trainer.save_dir}\n"
         f"  weights  {result.best}  (last: {result.last.name})\n"
-        f"  plots    {trainer.save_dir / 'results.png'}, {trainer.save_dir / 'val_predictions.png'}\n"
+        f"  plots    {', '.join(str(trainer.save_dir / p) for p in plots)}\n"
         f"  metrics  {trainer.save_dir / 'results.csv'}\n"
         f"Test it:   mobileseg test weights={result.best}"
     )

@@ -84,7 +84,7 @@ def best_val_per_class(trainer: Trainer, best: Path) -> dict[str, list[float]] |
     best epoch came before the resume. It runs in this process alone (the card is written by the main process
     only), so it does no DDP reduction. Multi-class only (binary models report the foreground class already).
     """
-    if trainer.spec.binary or not best.is_file():
+    if trainer.spec.binary or not best.is_file() or not trainer.validates:
         return None
     model = trainer.val_model(Segmenter.from_checkpoint(best).to(trainer.device).eval())
     cm = ConfusionMatrix(trainer.spec.num_classes, trainer.spec.ignore_index)
@@ -130,6 +130,7 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}"
         + (" (`best=last`: best.pt holds the final epoch, not the highest val IoU)" if cfg.train.best == "last" else "")
+        + ("" if trainer.validates else " (no val split: best.pt holds the final epoch)")
         + "; "
         f"training precision {result.precision}"
         + (f"; weights: average over the steps (EMA, decay {cfg.train.ema})" if cfg.train.ema else ""),
@@ -137,7 +138,7 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         "",
         "## Validation metrics (best epoch)",
         "",
-        *metrics_table(result.best_metrics),
+        *(metrics_table(result.best_metrics) if trainer.validates else ["None: trained without a val split."]),
     ]
     per_class = best_val_per_class(trainer, best)
     if per_class is not None:

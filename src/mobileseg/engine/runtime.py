@@ -224,3 +224,10 @@ def prepare(runtime: RuntimeConfig) -> tuple[Dist, torch.device, int]:
     device = select_device(runtime.device, d.local_rank)
     seed_everything(runtime.seed)
     return d, device, threads
+
+
+def every_rank(flag: bool, *, any_rank: bool = False) -> bool:
+    """``flag`` held on every DDP process (or on any, ``any_rank=True``): one answer everywhere, so that all
+    processes stop together (one raising alone would leave the others waiting in the next collective)."""
+    op = dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN
+    return bool(all_reduce(torch.tensor([float(flag)]), op=op).item())

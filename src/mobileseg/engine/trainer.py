@@ -36,7 +36,7 @@ from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import all_reduce, prepare
+from mobileseg.engine.runtime import all_reduce, every_rank, prepare
 from mobileseg.engine.setup import (
     amp_dtype,
     build_optimizer,
@@ -93,10 +93,10 @@ class Trainer:
         self.spec = load_dataset(cfg.data)  # runs the data checks: bad data stops here, before any work
         if not self.spec.splits.get("train"):
             raise DataError(f"{self.spec.source}: the train split is empty")
-        if not self.spec.splits.get("val"):
-            raise DataError(
-                f"{self.spec.source}: the val split is empty; add a val list/folder or use the automatic split"
-            )
+        # No val split (val_fraction: 0, a final fit on every image): no val metrics, best.pt = the final epoch.
+        self.validates = bool(self.spec.splits.get("val"))
+        if not self.validates and cfg.train.patience:
+            raise ConfigError(f"patience={cfg.train.patience} stops on val IoU; {self.spec.source} has no val split")
         imgsz, cache = cfg.data.imgsz, cfg.data.cache
         self.workers = cfg.data.workers if cfg.data.workers is not None else recommended_workers(cache)
         transform = build_transforms(cfg.data, train=True, ignore_index=self.spec.ignore_index)
@@ -221,6 +221,8 @@ class Trainer:
                 f"processes {self.dist.world_size}  batch {cfg.train.batch}  epochs {cfg.train.epochs}  "
                 f"precision {self.precision}  run {self.save_dir}\nloss: {self.loss_fn.describe()}"
             )
+            if not self.validates:
+                self.log("no val split: every epoch trains on all train images and best.pt holds the final epoch")
             if self.start_epoch or self.start_step:
                 self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
             self._loop()
@@ -250,21 +252,14 @@ class Trainer:
             if train_stats is None:  # interrupted mid-epoch: last.pt holds the exact position
                 self.stop_reason = "interrupted"
                 return
-            val = evaluate(
-                self.val_model(),
-                eval_loader(self.val_ds, self.val_batch or self.batch, self.workers, self.dist),
-                self.spec.num_classes,
-                self.spec.ignore_index,
-                self.device,
-                self.loss_fn,
-                progress=False,
-            )
+            metrics = self._validate()
             row = {"epoch": epoch + 1, **train_stats}
-            row.update({f"val/{k}": v for k, v in val.metrics.items()})
+            row.update({f"val/{k}": v for k, v in metrics.items()})
             row["lr"] = self.decoder_lr
             self.history.append(row)
-            fitness = val.metrics["iou"]
-            improved = cfg.train.best == "last" or (not math.isnan(fitness) and fitness > self.best_fitness)
+            fitness = metrics.get("iou", math.nan)
+            last = cfg.train.best == "last" or not self.validates
+            improved = last or (not math.isnan(fitness) and fitness > self.best_fitness)
             if improved:
                 self.best_fitness, self.best_epoch = fitness, epoch + 1
             if self.dist.main:
@@ -276,7 +271,8 @@ class Trainer:
             self.emit("on_epoch_end", row)
             self.log(
                 f"epoch {epoch + 1}/{cfg.train.epochs}  train loss {row['train/loss']:.4f}  "
-                f"val {format_metrics(val.metrics)}  {row['img_s']:.1f} img/s  {row['epoch_s']:.0f}s"
+                + (f"val {format_metrics(metrics)}  " if metrics else "")
+                + f"{row['img_s']:.1f} img/s  {row['epoch_s']:.0f}s"
                 + ("  *best*" if improved else "")
             )
             if cfg.train.patience and epoch + 1 - self.best_epoch >= cfg.train.patience:
@@ -286,6 +282,14 @@ class Trainer:
             if self._interrupted:
                 self.stop_reason = "interrupted"
                 return
+
+    def _validate(self) -> dict[str, float]:
+        """The epoch's val metrics ({} without a val split)."""
+        if not self.validates:
+            return {}
+        loader = eval_loader(self.val_ds, self.val_batch or self.batch, self.workers, self.dist)
+        args = (self.spec.num_classes, self.spec.ignore_index, self.device, self.loss_fn)
+        return evaluate(self.val_model(), loader, *args, progress=False).metrics
 
     def _train_epoch(self, net: nn.Module, epoch: int, skip: int) -> dict[str, float] | None:
         from tqdm import tqdm
@@ -314,7 +318,7 @@ class Trainer:
                 logits = net(images)
             logits = logits.float()  # the loss and the train metrics in fp32, whatever the autocast dtype
             loss = self.loss_fn(logits, targets)
-            if not self._all_finite(loss):
+            if not every_rank(bool(torch.isfinite(loss).item())):
                 raise NonFiniteLossError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
                     f"{self.weights_dir / 'last.pt'} keeps the last good state. Try a lower lr (now "
@@ -352,15 +356,8 @@ class Trainer:
         stats["img_s"] = totals[1].item() / seconds if seconds else math.nan
         return stats
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        ok = torch.tensor([float(torch.isfinite(loss).item())])
-        ok = all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank stops together
-        return bool(ok.item())
-
     def _stop_requested(self) -> bool:
-        flag = torch.tensor([float(self._interrupted)])
-        flag = all_reduce(flag, op=dist.ReduceOp.MAX)
-        self._interrupted = bool(flag.item())
+        self._interrupted = every_rank(self._interrupted, any_rank=True)
         return self._interrupted
 
     # ---------------------------------------------------------------------------------------------- outputs
