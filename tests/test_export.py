@@ -213,7 +213,7 @@ def int8_convs(path: Path) -> dict[str, bool]:
 
 def test_int8_keeps_the_stem_and_first_block_in_float_by_default(exported):
     """The default int8_float_layers: the layers whose quantization cost CamVid 0.006-0.011 mIoU stay float."""
-    from mobileseg.config_schema import ExportConfig
+    from mobileseg.config_commands import ExportConfig
     from mobileseg.deploy.int8 import FLOAT_LAYERS, resolve_float_layers
 
     assert FLOAT_LAYERS == ("encoder.features.0", "encoder.features.1")

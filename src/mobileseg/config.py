@@ -6,8 +6,8 @@ form (``epochs=5``) as well as the dotted one (``train.epochs=5``). The resolved
 run folder (``args.yaml``) so a run can be reproduced and a checkpoint rebuilt from it alone.
 
 This module assembles the sections and loads values into them; the sections themselves (fields, defaults,
-validators) are in :mod:`mobileseg.config_schema`, and which keys each command reads (``--help``) in
-:mod:`mobileseg.config_help`.
+validators) are in :mod:`mobileseg.config_schema` (training's) and :mod:`mobileseg.config_commands` (predict,
+export, convert, serve), and which keys each command reads (``--help``) in :mod:`mobileseg.config_help`.
 
 Example:
     >>> cfg = load_config(overrides=["epochs=2", "imgsz=256"])
@@ -25,17 +25,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mobileseg.config_commands import ConvertConfig, ExportConfig, PredictConfig, ServeConfig
 from mobileseg.config_schema import STRIDE as STRIDE  # re-exported: setup and the model check input sizes with it
-from mobileseg.config_schema import (
-    ConvertConfig,
-    DataConfig,
-    ExportConfig,
-    ModelConfig,
-    PredictConfig,
-    RuntimeConfig,
-    ServeConfig,
-    TrainConfig,
-)
+from mobileseg.config_schema import DataConfig, ModelConfig, RuntimeConfig, TrainConfig
 from mobileseg.errors import ConfigError
 
 

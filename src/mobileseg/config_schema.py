@@ -1,4 +1,5 @@
-"""The config's sections: one pydantic model per section, with the validators that make typed values of text.
+"""Training's config sections (model, data, train, runtime): one pydantic model each, with the validators that make
+typed values of text; :mod:`mobileseg.config_commands` holds the sections of predict, export, convert and serve.
 
 :mod:`mobileseg.config` assembles them into :class:`~mobileseg.config.Config` and loads YAML files and
 ``key=value`` overrides into it; this module holds what each key is (type, default, bounds, meaning) and how a
@@ -29,7 +30,7 @@ STRIDE = 32  # MobileNetV2's output stride: input sides must be multiples of it.
 OWN_TEXT_PARSER = {"imgsz", "crop", "window", "class_weights"}  # sequence fields parsing text themselves
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @field_validator("*", mode="before")
@@ -53,7 +54,7 @@ class _Section(BaseModel):
         return v
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The network: MobileNetV2 encoder + pix2pix decoder."""
 
     width_mult: float = Field(1.0, gt=0, description="MobileNetV2 width multiplier")
@@ -78,7 +79,7 @@ class ModelConfig(_Section):
     freeze_bn: bool = Field(False, description="keep the encoder's BatchNorm statistics fixed")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """What to train on and how to feed it."""
 
     dataset: str | None = Field(
@@ -114,8 +115,8 @@ class DataConfig(_Section):
     crop: tuple[int, int] | None = Field(None, description="random training crops H,W (x32); empty = whole images")
     crop_fg: float = Field(0.5, ge=0, le=1, description="share of crops centred on a labelled non-background pixel")
 
-    _imgsz = field_validator("imgsz", "crop", mode="before")(lambda v: _size_text(v))
-    _imgsz_multiple = field_validator("imgsz", "crop")(lambda v: _size_multiple(v))
+    _imgsz = field_validator("imgsz", "crop", mode="before")(lambda v: size_text(v))
+    _imgsz_multiple = field_validator("imgsz", "crop")(lambda v: size_multiple(v))
 
     @field_validator("split_ratios")
     @classmethod
@@ -125,7 +126,7 @@ class DataConfig(_Section):
         return v
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimisation."""
 
     epochs: int = Field(30, ge=1, description="passes over the train split")
@@ -219,7 +220,7 @@ class TrainConfig(_Section):
         return self
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(Section):
     """Where and how things run."""
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
@@ -233,114 +234,6 @@ class RuntimeConfig(_Section):
     verbose: bool = Field(True, description="print progress and results")
     tensorboard: bool = Field(False, description="log metrics, plots and config to TensorBoard (in the run folder)")
     mlflow: bool = Field(False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside project/")
-
-
-class PredictConfig(_Section):
-    """``mobileseg predict`` (``conf``/``tta`` also apply to ``serve``, ``conf`` to the metrics)."""
-
-    source: str | None = Field(None, description="image file, folder, glob or list file")
-    out: str | None = Field(None, description="output folder; empty = runs/predict/expN")
-    tta: Literal["none", "flip", "ms", "flip+ms"] = Field("none", description="flip, ms (tta_scales), flip+ms")
-    tta_scales: tuple[float, ...] = Field((0.75, 1.0, 1.25), description="scales of tta=ms, each > 0")
-    infer: Literal["resize", "slide"] | None = Field(
-        None, description="resize to imgsz, or slide windows at train_scale; empty = the model's trained mode"
-    )
-    window: tuple[int, int] | None = Field(None, description="slide window H,W (x32); empty = the model's input size")
-    overlap: float | None = Field(None, ge=0, lt=1, description="slide window overlap; empty = the model's, else 0.25")
-    blend: Literal["gaussian", "linear", "mean"] | None = Field(None, description="window weights; empty = gaussian")
-    save_probs: bool = Field(False, description="also save probability maps (.npy)")
-    compile: bool = Field(
-        False,
-        description="torch.compile a .pt model for inference (inductor, weights frozen): a minute or two to compile "
-        "per input shape, then faster; pays on large folders, long test sets and servers",
-    )
-    conf: float = Field(0.5, gt=0, lt=1, description="foreground threshold (binary)")
-
-    _window = field_validator("window", mode="before")(lambda v: _size_text(v))
-    _window_multiple = field_validator("window")(lambda v: _size_multiple(v))
-
-    @field_validator("tta", mode="before")
-    @classmethod
-    def _tta(cls, v: Any) -> Any:
-        # tta was a bool (horizontal flip) before multi-scale existed: true/false keep their meaning.
-        text = str(v).strip().lower().replace("ms+flip", "flip+ms")
-        return {"none": "none", "false": "none", "": "none", "true": "flip"}.get(text, text)
-
-
-class ExportConfig(_Section):
-    """``mobileseg export`` (``opset``/``calib_images`` also apply to ``benchmark``'s temporary exports)."""
-
-    format: Literal["onnx", "torchscript", "executorch", "tflite", "safetensors"] = Field(
-        "onnx",
-        description="onnx, torchscript, executorch (.pte, phones), tflite (LiteRT, phones), or safetensors "
-        "(a Hub-style folder: config.json + weights + card)",
-    )
-    outputs: Literal["logits", "probs", "mask"] = Field(
-        "logits", description="what the exported graph returns: logits, probs, or mask (uint8 class map in the graph)"
-    )
-    int8: bool = Field(False, description="static int8 quantization (ONNX Runtime, ExecuTorch, LiteRT)")
-    opset: int = Field(17, description="ONNX opset version")
-    calib_images: int = Field(32, ge=1, description="images (train split, else source) calibrating int8")
-    int8_reduce_range: bool | Literal["auto"] = Field(
-        "auto",
-        description="7-bit ONNX int8 weights (no overflow on x86 CPUs without VNNI); auto = 7-bit unless this CPU "
-        "has VNNI/AMX or is ARM; false = 8-bit, for VNNI/ARM targets",
-    )
-    int8_float_layers: list[str] = Field(
-        ["auto"],
-        description="modules the ONNX / ExecuTorch int8 model keeps in float, e.g. encoder.features.1; auto = the "
-        "stem and first block (encoder.features.0,encoder.features.1: int8 there cost CamVid 0.006-0.011 mIoU); "
-        "empty = none",
-    )
-    _no_float_layers = field_validator("int8_float_layers", mode="before")(lambda v: [] if v is None else v)
-
-
-class ConvertConfig(_Section):
-    """``mobileseg convert``: polygon / instance labels (COCO JSON, LabelMe JSON) to an images + masks dataset."""
-
-    labels: str | None = Field(None, description="a COCO JSON file, or a folder (or file) of LabelMe JSON")
-    label_format: Literal["auto", "coco", "labelme"] = Field(
-        "auto", description="auto = coco for a .json file with 'annotations', labelme otherwise"
-    )
-    images: str | None = Field(None, description="the COCO images folder (LabelMe JSON name their own images)")
-    class_names: list[str] | None = Field(
-        None, description="class order (background first); empty = background + the labels in order of appearance"
-    )
-    unknown_labels: Literal["error", "background", "ignore"] = Field(
-        "error", description="what a label missing from class_names becomes"
-    )
-
-
-class ServeConfig(_Section):
-    """``mobileseg serve``: where the HTTP server listens and what it accepts.
-
-    Loopback by default so a model is never exposed to the network by accident; the token and the limits are
-    the guards for when it is. ``$MOBILESEG_TOKEN`` is read by the server itself, not copied in here, so the
-    secret never lands in a saved config (``args.yaml``) of another command run with the variable set.
-    """
-
-    host: str = Field("127.0.0.1", description="address to bind; anything but loopback warns without a token")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
-    token: str | None = Field(None, description="bearer token the API requires; empty = $MOBILESEG_TOKEN, else no auth")
-    max_upload_mb: float = Field(20.0, gt=0, description="largest accepted request body, in MB (413 above)")
-    max_pixels: int = Field(25_000_000, ge=1, description="largest accepted image, width x height (413 above)")
-    max_output_pixels: int = Field(
-        4_000_000, ge=1, description="larger images are reduced to this many pixels on decoding; masks at that size"
-    )
-    max_concurrent: int = Field(2, ge=1, description="requests decoded/predicted/encoded at the same time")
-    max_queue: int = Field(8, ge=0, description="requests that may wait for a slot; more are answered 503")
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _token(cls, v: Any) -> Any:
-        # An empty value (``token=`` on the command line) means no token, never the empty string as a token.
-        # Command-line values are read as YAML, so ``token=0123`` arrives as the number 83: refuse it rather than
-        # silently require a different secret than the one the user typed.
-        if v is None or (isinstance(v, str) and not v.strip()):
-            return None
-        if not isinstance(v, str):
-            raise ValueError("the token must be text; quote it (token='\"0123\"') or set $MOBILESEG_TOKEN")
-        return v.strip()
 
 
 @functools.cache
@@ -364,7 +257,7 @@ def _example(section: type[BaseModel], name: str) -> str:
     return format_value(default) if default else ",".join(str(i) for i in range(1, max(count or 2, 2) + 1))
 
 
-def _size_text(v: Any) -> Any:
+def size_text(v: Any) -> Any:
     """``256``, ``256x320``, ``256,320`` -> (H, W); empty -> None."""
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
@@ -376,7 +269,7 @@ def _size_text(v: Any) -> Any:
     return v
 
 
-def _size_multiple(v: tuple[int, int] | None) -> tuple[int, int] | None:
+def size_multiple(v: tuple[int, int] | None) -> tuple[int, int] | None:
     if v is not None and any(s <= 0 or s % STRIDE for s in v):
         raise ValueError(
             f"image size {v[0]}x{v[1]} is not a multiple of {STRIDE} on both sides "
