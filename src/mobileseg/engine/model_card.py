@@ -51,10 +51,17 @@ _SECTION = re.compile(r"<!-- mobileseg:test (?P<key>[^>]*?) -->\n.*?<!-- /mobile
 
 
 def dataset_label(source: str) -> str:
-    """A dataset's ``source`` without the machine's path: ``'preset camvid (folder camvid)'``, ``'shapes'``."""
+    """A dataset's ``source`` without the machine's path.
+
+    Example:
+        >>> dataset_label("preset camvid on /data/camvid"), dataset_label("preset oxford_pets on b/all.yaml")
+        ('preset camvid (folder camvid)', 'preset oxford_pets (all.yaml)')
+    """
     preset = re.match(r"preset (\S+) on (.+)", source)
     if preset:
-        return f"preset {preset.group(1)} (folder {Path(preset.group(2)).name})"
+        target = Path(preset.group(2))
+        kind = "" if target.suffix.lower() in (".yaml", ".yml") else "folder "
+        return f"preset {preset.group(1)} ({kind}{target.name})"
     path = Path(source)
     if path.suffix.lower() in (".yaml", ".yml"):
         return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
