@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mobileseg import viz
-from mobileseg.engine.evaluator import format_metrics, palette_for, prediction_grid
+from mobileseg.engine.evaluator import format_metrics
 from mobileseg.engine.metrics import METRIC_NAMES
 from mobileseg.engine.model_card import write_model_card
+from mobileseg.engine.pictures import palette_for, prediction_grid
 from mobileseg.models.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:

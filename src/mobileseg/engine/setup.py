@@ -17,7 +17,7 @@ from torch import nn
 
 from mobileseg.config import STRIDE, Config, load_config
 from mobileseg.data.bands import channel_stats
-from mobileseg.engine.evaluator import palette_for
+from mobileseg.engine.pictures import palette_for
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import Dist, autocast_dtype, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
