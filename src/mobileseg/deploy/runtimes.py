@@ -28,7 +28,7 @@ import torch
 from mobileseg.config import Config, default_threads
 from mobileseg.engine.inference_mode import resolve_settings
 from mobileseg.engine.predictor import Predictor
-from mobileseg.engine.runtime import autocast_dtype, precision_name
+from mobileseg.engine.runtime import autocast_dtype, precision_name, setup_threads
 from mobileseg.errors import MissingFileError, WeightsError
 from mobileseg.models.hub import is_pretrained_dir
 from mobileseg.models.model_file import ModelInfo, load_model
@@ -244,8 +244,8 @@ def load_predictor(
         >>> p.predict_image("cat.jpg").shares  # doctest: +SKIP
         {'background': 0.71, 'pet': 0.29}
     """
-    if threads:
-        torch.set_num_threads(threads)
+    if threads:  # as the commands set them up: intra-op threads, one interop thread, freed blocks kept
+        setup_threads(threads)
     if amp is None:
         amp = config.train.amp if config is not None else True
     compile = config.predict.compile if config is not None else False
