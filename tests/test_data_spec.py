@@ -118,15 +118,21 @@ def test_lists_take_precedence_over_folders_and_folders_over_random(tmp_path, ma
     assert stems(spec, "train") == ["train0", "val0"] and stems(spec, "val") == ["train1"]
 
 
+def lists_yaml(folder: Path, **extra) -> str:
+    """A dataset YAML over ``folder`` with train (im00-im15) and test (im16-im19) lists, plus ``extra`` keys."""
+    (folder / "splits").mkdir(exist_ok=True)
+    (folder / "splits" / "tr.txt").write_text("\n".join(f"im{i:02d}" for i in range(16)))
+    (folder / "splits" / "te.txt").write_text("\n".join(f"im{i:02d}" for i in range(16, 20)))
+    doc = {"splits": {"train": "splits/tr.txt", "test": "splits/te.txt"}, **extra}
+    (folder / "d.yaml").write_text(yaml.safe_dump(doc))
+    return str(folder / "d.yaml")
+
+
 def test_val_fraction_carves_seeded_val_from_train(binary_folder):
-    (binary_folder / "splits").mkdir()
-    (binary_folder / "splits" / "tr.txt").write_text("\n".join(f"im{i:02d}" for i in range(16)))
-    (binary_folder / "splits" / "te.txt").write_text("\n".join(f"im{i:02d}" for i in range(16, 20)))
-    doc = {"splits": {"train": "splits/tr.txt", "test": "splits/te.txt"}, "val_fraction": 0.25}
-    (binary_folder / "d.yaml").write_text(yaml.safe_dump(doc))
-    a = resolve_dataset(str(binary_folder / "d.yaml"), split_seed=0)
-    b = resolve_dataset(str(binary_folder / "d.yaml"), split_seed=0)
-    c = resolve_dataset(str(binary_folder / "d.yaml"), split_seed=9)
+    data = lists_yaml(binary_folder, val_fraction=0.25)
+    a = resolve_dataset(data, split_seed=0)
+    b = resolve_dataset(data, split_seed=0)
+    c = resolve_dataset(data, split_seed=9)
     assert len(a.splits["val"]) == 4 and len(a.splits["train"]) == 12 and len(a.splits["test"]) == 4
     assert not set(stems(a, "train")) & set(stems(a, "val"))
     assert set(stems(a, "val")) <= {f"im{i:02d}" for i in range(16)}
@@ -308,15 +314,9 @@ def test_bundled_sample_resolves_with_60_pairs():
 
 def test_val_fraction_zero_trains_on_every_train_image(binary_folder):
     """``val_fraction: 0`` is a final fit: no val split carved, and no "no val split" warning (it was asked for)."""
-    (binary_folder / "splits").mkdir()
-    (binary_folder / "splits" / "tr.txt").write_text("\n".join(f"im{i:02d}" for i in range(16)))
-    (binary_folder / "splits" / "te.txt").write_text("\n".join(f"im{i:02d}" for i in range(16, 20)))
-    doc = {"splits": {"train": "splits/tr.txt", "test": "splits/te.txt"}, "val_fraction": 0}
-    (binary_folder / "d.yaml").write_text(yaml.safe_dump(doc))
-    spec = resolve_dataset(str(binary_folder / "d.yaml"))
+    spec = resolve_dataset(lists_yaml(binary_folder, val_fraction=0))
     assert len(spec.splits["train"]) == 16 and not spec.splits["val"] and len(spec.splits["test"]) == 4
     assert spec.split_info["val_fraction"] == 0
     assert not any("no val split" in line for line in spec.warning_lines())
-    del doc["val_fraction"]  # the same lists without it: the missing val split is worth a warning
-    (binary_folder / "d.yaml").write_text(yaml.safe_dump(doc))
-    assert any("no val split" in line for line in resolve_dataset(str(binary_folder / "d.yaml")).warning_lines())
+    without = resolve_dataset(lists_yaml(binary_folder))  # the same lists without it: worth a warning
+    assert any("no val split" in line for line in without.warning_lines())

@@ -170,8 +170,13 @@ def summary_lines(trainer: Trainer, result: TrainResult) -> str:
     return (
         f"\n{len(trainer.history)} epochs {result.stopped} in {seconds:.0f}s."
         f"  Best epoch {result.best_epoch}"
-        + (" (best=last: the final epoch)" if trainer.cfg.train.best == "last" else "")
-        + ("" if trainer.validates else " (no val split: the final epoch)")
+        + (
+            " (no val split: the final epoch)"
+            if not trainer.validates
+            else " (best=last: the final epoch)"
+            if trainer.cfg.train.best == "last"
+            else ""
+        )
         + (f": {format_metrics(result.best_metrics)}" if result.best_metrics else "")
         + "\n"
         f"Results saved to {trainer.save_dir}\n"

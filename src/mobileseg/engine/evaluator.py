@@ -11,7 +11,6 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,10 @@ from mobileseg.engine.inference_mode import InferenceSettings, ResizeTTAModel, S
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.metrics import ConfusionMatrix, image_iou, logits_to_pred
 from mobileseg.engine.model_card import update_model_card
-from mobileseg.engine.pictures import palette_for, prediction_grid
+from mobileseg.engine.pictures import Model, palette_for, prediction_grid
 from mobileseg.engine.runtime import Dist, all_reduce, increment_path
 from mobileseg.errors import ConfigError, DataError
 from mobileseg.models.model_file import ModelInfo, load_trained_dataset, trained_data
-
-Model = Callable[[torch.Tensor], torch.Tensor]  # float images (N, 3, H, W) in [0, 1] -> logits (N, C, H, W)
 
 
 @dataclass

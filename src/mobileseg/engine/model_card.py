@@ -136,8 +136,13 @@ def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
         f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}"
-        + (" (`best=last`: best.pt holds the final epoch, not the highest val IoU)" if cfg.train.best == "last" else "")
-        + ("" if trainer.validates else " (no val split: best.pt holds the final epoch)")
+        + (
+            " (no val split: best.pt holds the final epoch)"
+            if not trainer.validates
+            else " (`best=last`: best.pt holds the final epoch, not the highest val IoU)"
+            if cfg.train.best == "last"
+            else ""
+        )
         + "; "
         f"training precision {result.precision}"
         + (f"; weights: average over the steps (EMA, decay {cfg.train.ema})" if cfg.train.ema else ""),
