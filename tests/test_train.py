@@ -127,9 +127,11 @@ def test_cpu_precision_follows_the_hardware(shapes, tmp_path, monkeypatch, bf16_
 
 
 def test_resume_continues_epoch_count_and_schedule(shapes, tmp_path):
-    full = mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="full", **FAST)
-    stopped = _train_until_epoch(shapes, tmp_path / "stopped", epochs=3, stop_after=1)
+    # A seed other than the default: the resumed run must keep the run's seed, not take the command's default.
+    full = mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="full", seed=7, **FAST)
+    stopped = _train_until_epoch(shapes, tmp_path / "stopped", 3, 1, "seed=7")
     resumed = mobileseg.train(resume=str(stopped / "weights" / "last.pt"), verbose=False)
+    assert yaml.safe_load((resumed.save_dir / "args.yaml").read_text())["runtime"]["seed"] == 7
     assert resumed.save_dir.resolve() == stopped.resolve()
     rows, ref = read_results(stopped), read_results(full.save_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]

@@ -70,7 +70,7 @@ def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
 
 
 def resume_config(cfg: Config) -> tuple[Config, dict[str, Any]]:
-    """The resumed run's saved config; runtime settings from ``cfg``; an explicit ``epochs`` is honoured."""
+    """The resumed run's saved config; runtime settings but the seed from ``cfg``; an explicit ``epochs`` counts."""
     resume = cfg.train.resume
     if not Path(resume).is_file():
         raise MissingFileError(f"resume: checkpoint not found: {resume}")
@@ -78,7 +78,10 @@ def resume_config(cfg: Config) -> tuple[Config, dict[str, Any]]:
     if not ckpt.get("config") or "optimizer" not in ckpt:
         raise TrainingError(f"resume: {resume} holds no training state (resume from weights/last.pt)")
     saved = load_config(ckpt["config"])
-    saved.runtime = cfg.runtime.model_copy(update={"name": saved.runtime.name})
+    # The seed orders the shuffles and augmentations the saved position counts in, so it is the run's, not the
+    # command's: a mid-epoch resume under another seed would skip a different set of batches.
+    seed_changed = "seed" in cfg.runtime.model_fields_set and cfg.runtime.seed != saved.runtime.seed
+    saved.runtime = cfg.runtime.model_copy(update={"name": saved.runtime.name, "seed": saved.runtime.seed})
     saved.train.resume = resume
     saved.data.workers = cfg.data.workers
     done = int(ckpt.get("epoch", 0))
@@ -93,7 +96,7 @@ def resume_config(cfg: Config) -> tuple[Config, dict[str, Any]]:
             f"rate schedule (warm-up + cosine) is stretched to the new length from epoch {done + 1} on"
         )
         saved.train.epochs = cfg.train.epochs
-    ignored = changed_keys(cfg, saved) - {"epochs", "resume", "workers"}
+    ignored = changed_keys(cfg, saved) - {"epochs", "resume", "workers"} | ({"seed"} if seed_changed else set())
     if ignored:
         print(f"resume: the run's saved config is used; ignored: {', '.join(sorted(ignored))}")
     return saved, ckpt
