@@ -5,6 +5,7 @@ predicts and exports to ONNX, plus the unit rules underneath (first-conv adaptat
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,20 @@ def test_multiband_16bit_tiff_trains_predicts_exports(tmp_path, one_thread, monk
     _, model, result = train_predict_export(tmp_path, data, channels=4, cache="disk")
     assert float(model.mean.flatten()[3]) > float(model.mean.flatten()[0])  # band 3 holds the bright boxes
     assert result.probs.shape == (SIZE, SIZE)
+
+
+def test_multiband_16bit_tiff_trains_on_native_crops(tmp_path, one_thread):
+    """Crops at native size (and validation by sliding windows) read 4-band 16-bit TIFFs, which Pillow cannot
+    open, and the normalisation statistics come out in [0, 1] as on the resize path, not in 16-bit units."""
+    data = make_folder(tmp_path / "tiff", 10, tiff16)
+    run = mobileseg.train(
+        data=str(data), epochs=1, channels=4, train_scale=1, crop="32,32", project=str(tmp_path), name="c", **FAST
+    )
+    model = Segmenter.from_checkpoint(run.best)
+    mean, std = model.mean.flatten(), model.std.flatten()
+    assert bool((mean < 1).all() and (std < 1).all()), (mean, std)
+    assert float(mean[3]) > float(mean[0])  # band 3 holds the bright boxes
+    assert math.isfinite(run.history[-1]["val/iou"])  # validated by sliding windows over the native tiles
 
 
 def test_scaled_masks_train_with_mask_resize(tmp_path, one_thread):

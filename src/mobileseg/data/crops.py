@@ -94,6 +94,14 @@ def random_crop(
     return image[:, y : y + ch, x : x + cw].copy(), mask[y : y + ch, x : x + cw].copy()
 
 
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """A decoded image ``[C, H, W]`` as a tensor the transforms take: uint8 as is (a copy), uint16 (other band
+    counts) as float32 in [0, 1], which torchvision's transforms handle where they would not handle uint16."""
+    if image.dtype == np.uint16:
+        return torch.from_numpy(image.astype(np.float32) / 65535.0)
+    return torch.from_numpy(np.array(image))
+
+
 def to_unit(image: torch.Tensor) -> torch.Tensor:
     """An image tensor as float in [0, 1]: uint8 / 255, uint16 (multi-band files) / 65535."""
     if image.dtype == torch.uint8:
@@ -180,16 +188,17 @@ class CropDataset(Dataset):
         return pair
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole scaled pair (uncropped): image ``[C, H, W]`` and uint8 mask ``[H, W]`` (copies)."""
+        """The whole scaled pair (uncropped): image ``[C, H, W]`` (uint8 RGB, or float32 in [0, 1] for other band
+        counts, as :meth:`SegmentationDataset.load` gives them) and uint8 mask ``[H, W]`` (copies)."""
         img, mask = self._arrays(i)
-        return torch.from_numpy(np.array(img)), torch.from_numpy(np.array(mask))
+        return image_tensor(img), torch.from_numpy(np.array(mask))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         seed = (self.seed * 1_000_003 + self.epoch * 10_007 + i) % 2**63
         rng = np.random.default_rng(seed)
         img_np, mask_np = self._arrays(i)
         img_np, mask_np = random_crop(img_np, mask_np, self.crop, self.fg_prob, self.spec.ignore_index, rng)
-        img, mask = torch.from_numpy(img_np), torch.from_numpy(mask_np)
+        img, mask = image_tensor(img_np), torch.from_numpy(mask_np)
         if self.transform is not None:
             torch.manual_seed(seed)
             img, mask = self.transform(img, mask)
