@@ -74,12 +74,19 @@ def test_training_and_prediction_decoding_refuse_the_cut_jpeg(corrupt_dataset):
         to_rgb(str(corrupt_dataset / "images" / "broken.jpg"))
 
 
-def test_truncated_jpeg_is_refused_even_with_pillows_global_switch_on(tmp_path, monkeypatch):
-    path = tmp_path / "cut.jpg"
-    data = jpeg_bytes(photo())
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_image_is_refused_even_with_pillows_global_switch_on(tmp_path, monkeypatch, suffix):
+    # PNG too: reading a PNG's EXIF (the orientation) decodes it, which must not happen before the strict decode.
+    path = tmp_path / f"cut{suffix}"
+    if suffix == ".jpg":
+        data = jpeg_bytes(photo())
+    else:
+        buffer = io.BytesIO()
+        Image.fromarray(photo()).save(buffer, format="PNG")
+        data = buffer.getvalue()
     path.write_bytes(data[: len(data) * 2 // 3])
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some other library may have set it
-    with pytest.raises(DataError, match=r"cut\.jpg.*truncated"):
+    with pytest.raises(DataError, match=rf"cut\{suffix}.*truncated"):
         load_image(path)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
 

@@ -149,13 +149,15 @@ def decode_file(
     try:
         data = path.read_bytes()
         im = Image.open(io.BytesIO(data))
-        geometry = (im.size, orientation(im))
-        if draft is not None and im.format in ("JPEG", "MPO"):
+        stored = im.size
+        if draft is not None and im.format in ("JPEG", "MPO"):  # a JPEG's EXIF is read at open: no decode yet
             w, h = draft
-            if geometry[1] in SWAPPING_ORIENTATIONS:
+            if orientation(im) in SWAPPING_ORIENTATIONS:
                 w, h = h, w
             im.draft("RGB", (w, h))
         _load_strict(im)  # decode now, inside the try: Image.open is lazy and truncation shows only here
+        # Only after the strict decode: a PNG's getexif() decodes the pixels itself, under the global switch.
+        geometry = (stored, orientation(im))
     except UnidentifiedImageError:
         raise DataError(f"unreadable {kind} {path}: not an image, or a format Pillow cannot read") from None
     except PIL_ERRORS as e:
