@@ -145,3 +145,28 @@ def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
     ckpt = make_checkpoint(tmp_path / "best.pt")
     with pytest.raises(TrainingError, match="no training state"):
         mobileseg.train(resume=str(ckpt), **FAST)
+
+
+def test_text_files_in_another_encoding_get_one_line_errors(shapes, tmp_path, capsys):
+    """A dataset YAML, a config YAML, a split list or a predict source list saved as cp1252 (say, by an old Windows
+    editor) is named in a one-line error, not a UnicodeDecodeError traceback."""
+    latin = "# végétation\n".encode("cp1252")
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_bytes(latin + f"path: {shapes}\n".encode())
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_bytes(latin + b"epochs: 1\n")
+    split_yaml = tmp_path / "split.yaml"
+    (tmp_path / "train.txt").write_bytes(latin + b"0\n")
+    split_yaml.write_text(f"path: {shapes}\nsplits: {{train: {tmp_path / 'train.txt'}}}\n")
+    sources = tmp_path / "sources.txt"
+    sources.write_bytes(latin)
+    model = make_checkpoint(tmp_path / "m.pt")
+    for argv, name in (
+        (["check-data", f"data={data_yaml}"], "data.yaml"),
+        (["check-data", f"data={split_yaml}"], "train.txt"),
+        (["train", f"cfg={cfg}"], "cfg.yaml"),
+        (["predict", f"weights={model}", f"source={sources}", f"project={tmp_path}"], "sources.txt"),
+    ):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and name in err.splitlines()[0], err  # YAML may add its position lines

@@ -118,7 +118,7 @@ def convert(cfg: ConfigLike = None, **overrides: Any) -> Path:
     if kind == "auto":
         kind = (
             "coco"
-            if labels.is_file() and labels.suffix == ".json" and '"annotations"' in labels.read_text()
+            if labels.is_file() and labels.suffix == ".json" and b'"annotations"' in labels.read_bytes()
             else "labelme"
         )
     if kind == "coco":

@@ -134,7 +134,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            doc = yaml.safe_load(path.read_text())
+            doc = yaml.safe_load(path.read_bytes())  # bytes: UTF-8 on every OS, a YAMLError for other encodings
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(doc, dict):

@@ -85,7 +85,11 @@ def read_list(path: Path) -> list[str]:
     """Stems from a split list file: one a line; blank lines and '#' comments skipped; extensions and folders
     stripped (so 'images/a.jpg' and 'a' both mean stem 'a')."""
     stems = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"split list {path} is not UTF-8 text ({e})") from None
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name = Path(line).name

@@ -198,7 +198,7 @@ def _read_doc(loc: _Located) -> _Located:
     preset = loc.preset
     if loc.yaml_path is not None:
         try:
-            loaded = yaml.safe_load(loc.yaml_path.read_text())
+            loaded = yaml.safe_load(loc.yaml_path.read_bytes())  # UTF-8 on every OS; other bytes: a YAMLError
         except (OSError, yaml.YAMLError) as e:
             raise DataError(f"cannot read dataset YAML {loc.yaml_path}: {e}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -50,7 +50,11 @@ def resolve_source(source: str | Path | Sequence[str | Path]) -> tuple[list[Path
         return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), []
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
         files, missing = [], []
-        for line in path.read_text().splitlines():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"source list {path} is not UTF-8 text ({e})") from None
+        for line in text.splitlines():
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
