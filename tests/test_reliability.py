@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +172,12 @@ def test_text_files_in_another_encoding_get_one_line_errors(shapes, tmp_path, ca
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert "Traceback" not in err and name in err.splitlines()[0], err  # YAML may add its position lines
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_checkpoints_get_the_usual_file_mode(tmp_path):
+    """Atomic saves go through a temp file, which mkstemp creates as 0600: the checkpoint must still get the mode
+    any other file of the run gets (0644 under the usual umask), or another user could not serve or test it."""
+    path = save_checkpoint({"model": {}}, tmp_path / "best.pt")
+    (tmp_path / "results.csv").write_text("epoch\n")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "results.csv").stat().st_mode)

@@ -38,6 +38,11 @@ from mobileseg.errors import DiskFullError, WeightsError
 from .weights import safe_torch_load
 
 FORMAT_VERSION = 2
+# The process's umask, read once at import (reading it means setting it): mkstemp creates files as 0600, so a
+# checkpoint would be readable by its owner only (a model trained as root in a container could not be served by
+# another user); the temp file gets the mode a plain open() would have given it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 REQUIRED = ("model", "model_args")
 
 
@@ -112,6 +117,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
