@@ -124,6 +124,16 @@ def test_imgsz_32_with_batch_1_is_refused_before_any_folder(shapes, tmp_path, ca
     assert not (tmp_path / "train").exists() or not any((tmp_path / "train").iterdir())
 
 
+def test_batchnorm_check_counts_the_images_each_process_gets():
+    """DistributedSampler gives every rank ceil(n / world) images: 9 images on 2 processes are 5 each, so batch 4
+    leaves a last batch of 1, which BatchNorm cannot train at 32x32 (1 value per channel at 1/32 scale)."""
+    from mobileseg.engine.setup import check_batchnorm_values
+
+    check_batchnorm_values((32, 32), batch=4, n_train=8, world=2)  # 4 per rank: no short last batch
+    with pytest.raises(ConfigError, match="last batch of 1"):
+        check_batchnorm_values((32, 32), batch=4, n_train=9, world=2)
+
+
 def test_a_run_that_fails_early_leaves_no_empty_folder(shapes, tmp_path, monkeypatch):
     from mobileseg.engine import trainer as trainer_mod
 

@@ -247,6 +247,11 @@ def test_non_finite_loss_stops_and_keeps_last_good(shapes, tmp_path, monkeypatch
         mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="nan", **FAST)
     last = load_checkpoint(tmp_path / "train" / "nan" / "weights" / "last.pt")
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    # In the first epoch nothing is saved yet: the error must not promise a last.pt, and no folder is left.
+    calls["n"] = 5
+    with pytest.raises(NonFiniteLossError, match="no epoch had been saved yet"):
+        mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="nan1", **FAST)
+    assert not (tmp_path / "train" / "nan1").exists()
 
 
 @pytest.mark.parametrize("best", ["val", "last"])

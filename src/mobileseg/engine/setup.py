@@ -111,13 +111,27 @@ def changed_keys(given: Config, saved: Config) -> set[str]:
     return changed
 
 
+def non_finite_message(value: float, epoch: int, step: int, weights_dir: Path, lr: float) -> str:
+    """What a NaN/inf loss stopped, and what is kept: last.pt when an epoch was saved, nothing in the first one
+    (the new run folder is then removed). Under DDP ``value`` is this rank's loss, finite where another's was not.
+    """
+    last = weights_dir / "last.pt"
+    kept = f"{last} keeps the last good state" if last.is_file() else "no epoch had been saved yet"
+    what = f"became {value}" if not math.isfinite(value) else "became non-finite on another process"
+    return (
+        f"the loss {what} at epoch {epoch + 1}, step {step + 1}; the run stopped and {kept}. Try a lower lr "
+        f"(now {lr}) or grad_clip."
+    )
+
+
 def check_batchnorm_values(imgsz: tuple[int, int], batch: int, n_train: int, world: int) -> None:
     """BatchNorm needs more than one value per channel: at 1/32 scale, a 32x32 input gives one value per image.
 
     Checked before any folder is made, so a bad setting costs a one-line error and leaves nothing behind.
     """
     per_image = (imgsz[0] // STRIDE) * (imgsz[1] // STRIDE)
-    last = (n_train // world) % batch or batch  # the last batch of an epoch may be smaller
+    per_rank = -(-n_train // world)  # DistributedSampler gives every rank ceil(n / world) images
+    last = per_rank % batch or batch  # the last batch of an epoch may be smaller
     if per_image * min(batch, last) < 2:
         raise ConfigError(
             f"imgsz={imgsz[0]}x{imgsz[1]} with batch={batch} ({'the last batch of ' if last < batch else ''}"

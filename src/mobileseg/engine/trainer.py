@@ -43,6 +43,7 @@ from mobileseg.engine.setup import (
     check_batchnorm_values,
     checkpoint_state,
     init_from_train_split,
+    non_finite_message,
     restore_state,
     resume_config,
     run_dir,
@@ -206,9 +207,11 @@ class Trainer:
             warn(line.removeprefix("WARNING: "))
         if cfg.model.freeze_bn and not is_pretrained(cfg.model.encoder_weights):
             warn("freeze_bn=true with encoder_weights=none: BatchNorm stays at mean 0, var 1; use freeze_bn=false")
+        # From here on, Ctrl-C finishes the current step and saves the exact position. On every rank: a terminal's
+        # Ctrl-C (and torchrun's agent) signals every process, and a rank that died mid-step would leave the
+        # others blocked in their next collective, never saving.
         previous = signal.getsignal(signal.SIGINT)
-        if self.dist.main:  # from here on, Ctrl-C finishes the current step and saves the exact position
-            signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGINT, self._on_sigint)
         try:
             self.emit("on_train_start")
             self.log(
@@ -227,8 +230,7 @@ class Trainer:
                 self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
             self._loop()
         finally:
-            if self.dist.main:
-                signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous)
         if self.stop_reason == "interrupted" and self.dist.main:
             last = self.weights_dir / "last.pt"
             print(f"Saved {last}. Resume with:\n  mobileseg train resume={last}")
@@ -238,7 +240,8 @@ class Trainer:
         if self._interrupted:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._interrupted = True
-        print("\nInterrupted: finishing the current step and saving weights/last.pt (Ctrl-C again to abort)")
+        if self.dist.main:
+            print("\nInterrupted: finishing the current step and saving weights/last.pt (Ctrl-C again to abort)")
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -279,7 +282,7 @@ class Trainer:
                 self.stop_reason = f"early stop: no val IoU gain for {cfg.train.patience} epochs"
                 self.log(self.stop_reason)
                 return
-            if self._interrupted:
+            if self._stop_requested():  # all ranks agree: a signal seen by one rank during validation stops all
                 self.stop_reason = "interrupted"
                 return
 
@@ -319,11 +322,7 @@ class Trainer:
             logits = logits.float()  # the loss and the train metrics in fp32, whatever the autocast dtype
             loss = self.loss_fn(logits, targets)
             if not every_rank(bool(torch.isfinite(loss).item())):
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
-                    f"{self.weights_dir / 'last.pt'} keeps the last good state. Try a lower lr (now "
-                    f"{cfg.train.lr}) or grad_clip."
-                )
+                raise NonFiniteLossError(non_finite_message(loss.item(), epoch, step, self.weights_dir, cfg.train.lr))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.train.grad_clip:
