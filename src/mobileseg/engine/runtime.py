@@ -202,6 +202,19 @@ def all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp
     return work.to(tensor.device)
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) copied to every DDP process; nothing without DDP.
+
+    Why: DDP broadcasts rank 0's buffers at the start of each forward pass, and that forward then updates them from
+    the rank's own batch, so after an epoch's last step every rank holds slightly different statistics. Validation
+    is sharded over the ranks, so each shard would be scored by another model than the one saved (rank 0's).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def increment_path(root: str | Path, name: str | None, exist_ok: bool = False) -> Path:
     """``root/exp``, then ``root/exp2``, ``root/exp3``... unless ``exist_ok`` (Ultralytics' run naming)."""
     root = Path(root)

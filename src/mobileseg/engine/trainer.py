@@ -36,7 +36,7 @@ from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import all_reduce, every_rank, prepare
+from mobileseg.engine.runtime import all_reduce, every_rank, prepare, sync_buffers
 from mobileseg.engine.setup import (
     amp_dtype,
     build_optimizer,
@@ -290,6 +290,7 @@ class Trainer:
         """The epoch's val metrics ({} without a val split)."""
         if not self.validates:
             return {}
+        sync_buffers(self.eval_model)  # every rank scores its shard with the model rank 0 saves
         loader = eval_loader(self.val_ds, self.val_batch or self.batch, self.workers, self.dist)
         args = (self.spec.num_classes, self.spec.ignore_index, self.device, self.loss_fn)
         return evaluate(self.val_model(), loader, *args, progress=False).metrics
