@@ -239,6 +239,22 @@ def test_palette_rgb_masks(tmp_path, make_pair):
     assert spec.encode_mask(np.array([[[0, 255, 0]]], np.uint8)).tolist() == [[2]]
 
 
+def test_indexed_png_masks_are_matched_by_colour_when_a_palette_is_given(tmp_path, make_pair):
+    """An indexed (mode P) mask saved by an image editor numbers its colours in its own order: with a YAML palette
+    its pixels are matched by colour, never taken as class indices (index 1 is green here, class 2)."""
+    from mobileseg.data import decode_sample
+
+    mask = Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8), mode="L").convert("P")
+    mask.putpalette([0, 0, 0, 0, 255, 0, 255, 0, 0] + [0] * 759)  # 0 black, 1 green, 2 red
+    make_pair(tmp_path, "a", image=np.zeros((2, 2, 3), np.uint8), mask=np.zeros((2, 2), np.uint8))
+    mask.save(tmp_path / "masks" / "a.png")
+    doc = {"names": ["bg", "red", "green"], "palette": [[0, 0, 0], [255, 0, 0], [0, 255, 0]]}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(doc))
+    spec = resolve_dataset(str(tmp_path / "d.yaml"))
+    sample = next(s for split in spec.splits.values() for s in split)
+    assert decode_sample(spec, sample, (2, 2))[1].tolist() == [[0, 2], [1, 1]]
+
+
 # --------------------------------------------------------------------------------------------------- presets
 
 

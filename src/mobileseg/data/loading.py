@@ -202,9 +202,13 @@ def load_image(path: str | Path) -> Image.Image:
 def mask_array(im: Image.Image, path: Path, palette: bool) -> np.ndarray:
     """Raw mask values of an opened, upright mask: HxW integers, or HxWx3 uint8 when a palette is used.
 
-    Palette-mode PNGs give their palette indices (VOC style); 16-bit masks keep their full values.
+    Palette-mode PNGs give their palette indices (VOC style), or their colours when the dataset has a ``palette``:
+    an editor numbers an indexed PNG's colours in its own order, so index i need not be the palette's colour i.
+    16-bit masks keep their full values.
     """
     mode = im.mode
+    if palette and mode in ("P", "PA"):
+        return np.asarray(im.convert("RGB"))
     if mode in ("L", "P"):
         return np.asarray(im)
     if mode == "1":
