@@ -253,6 +253,35 @@ def test_labelme_given_names(tmp_path):
         convert_labelme(tmp_path / "lm", tmp_path / "out2", names=["background", "cat", "bird"])
 
 
+def test_class_names_must_start_with_the_background(tmp_path):
+    """class_names=cat,dog would paint cat as 0, the background, and its shapes would vanish without a word."""
+    json_path, images = make_coco(tmp_path)
+    with pytest.raises(DataError, match="class_names start with 'cat'.*background"):
+        convert_coco(json_path, images, tmp_path / "out", names=["cat", "dog"])
+    make_labelme(tmp_path / "lm")
+    with pytest.raises(DataError, match="class_names start with 'dog'"):
+        convert_labelme(tmp_path / "lm", tmp_path / "out", names=["dog", "cat", "bird"])
+
+
+def test_a_second_conversion_never_mixes_with_the_first(tmp_path):
+    """Masks already in out/masks are refused (another run may number classes differently); a conversion that
+    fails half-way leaves no masks, so the corrected re-run goes through."""
+    make_labelme(tmp_path / "lm")
+    convert_labelme(tmp_path / "lm", tmp_path / "out")
+    with pytest.raises(DataError, match=r"out/masks already holds masks"):
+        convert_labelme(tmp_path / "lm", tmp_path / "out", names=["background", "cat", "dog", "bird"])
+    json_path, images = make_coco(tmp_path)
+    doc = coco_doc()
+    doc["images"][1]["file_name"] = "missing.png"  # the second image fails after the first mask was made
+    json_path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="missing.png"):
+        convert_coco(json_path, images, tmp_path / "coco_out")
+    assert not (tmp_path / "coco_out" / "masks").exists()
+    json_path.write_text(json.dumps(coco_doc()))
+    convert_coco(json_path, images, tmp_path / "coco_out")
+    assert sorted(p.name for p in (tmp_path / "coco_out" / "masks").iterdir()) == ["a.png", "b.png"]
+
+
 def test_labelme_errors_name_the_file(tmp_path):
     folder = tmp_path / "lm"
     write_image(folder / "x.png")

@@ -87,26 +87,26 @@ def convert_coco(
     panoptic = any("segments_info" in a for anns in by_image.values() for a in anns)
     pan_dir = Path(panoptic_dir) if panoptic_dir is not None else json_path.with_suffix("")
 
-    out, images_out, masks_out = prepare_out(out_dir)
-    seen: dict[str, str] = {}
-    for image_id, img in images.items():
-        file_name = str(img.get("file_name", ""))
-        where = f"{json_path} (image {file_name or image_id})"
-        try:
-            width, height = int(img["width"]), int(img["height"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{where}: 'width' and 'height' are required") from None
-        src = _find_image(images_dir, file_name, json_path)
-        check_size(src, width, height, where)
-        stem = unique_stem(Path(file_name).stem, seen, where)
-        mask = np.zeros((height, width), dtype=np.uint8)
-        for ann in by_image[image_id]:
-            if panoptic:
-                _paint_panoptic(mask, ann, pan_dir, classes, where)
-        if not panoptic:
-            _paint_instances(mask, by_image[image_id], classes, where)
-        save_mask(mask, masks_out / f"{stem}.png")
-        place_image(src, images_out, stem, link)
+    with prepare_out(out_dir) as (out, images_out, masks_out):
+        seen: dict[str, str] = {}
+        for image_id, img in images.items():
+            file_name = str(img.get("file_name", ""))
+            where = f"{json_path} (image {file_name or image_id})"
+            try:
+                width, height = int(img["width"]), int(img["height"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{where}: 'width' and 'height' are required") from None
+            src = _find_image(images_dir, file_name, json_path)
+            check_size(src, width, height, where)
+            stem = unique_stem(Path(file_name).stem, seen, where)
+            mask = np.zeros((height, width), dtype=np.uint8)
+            for ann in by_image[image_id]:
+                if panoptic:
+                    _paint_panoptic(mask, ann, pan_dir, classes, where)
+            if not panoptic:
+                _paint_instances(mask, by_image[image_id], classes, where)
+            save_mask(mask, masks_out / f"{stem}.png")
+            place_image(src, images_out, stem, link)
     return write_dataset_yaml(out, classes.table, str(json_path))
 
 

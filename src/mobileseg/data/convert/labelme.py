@@ -145,28 +145,28 @@ def convert_labelme(
     found = sorted({str(s.get("label", "")) for _, d in docs for s in d["shapes"] if isinstance(s, dict)})
     table = layout.class_table([n for n in found if n not in layout.IGNORE_LABELS], names)
 
-    out, images_out, masks_out = layout.prepare_out(out_dir)
-    seen: dict[str, str] = {}
-    for json_path, doc in docs:
-        stem = layout.unique_stem(json_path.stem, seen, str(json_path))
-        image = _labelme_image(doc, json_path, images_out, stem, link)
-        (stored, shown) = layout.image_size(image)
-        width, height = int(doc.get("imageWidth") or shown[0]), int(doc.get("imageHeight") or shown[1])
-        if (width, height) not in (stored, shown):
-            raise DataError(
-                f"{json_path}: imageWidth x imageHeight {width}x{height} but image {image} is {shown[0]}x{shown[1]}"
-            )
-        mask = np.zeros((height, width), dtype=np.uint8)
-        for k, shape in enumerate(doc["shapes"]):
-            if not isinstance(shape, dict):
-                raise DataError(f"{json_path}: shape #{k} is not an object")
-            label = str(shape.get("label", ""))
-            where = f"{json_path}: shape #{k} ('{label}')"
-            cls = layout.class_of(label, table, unknown, where)
-            region = _labelme_region(shape, height, width, where)
-            if cls is None or region is None:
-                continue
-            mask[region] = cls
-        layout.save_mask(mask, masks_out / f"{stem}.png")
+    with layout.prepare_out(out_dir) as (out, images_out, masks_out):
+        seen: dict[str, str] = {}
+        for json_path, doc in docs:
+            stem = layout.unique_stem(json_path.stem, seen, str(json_path))
+            image = _labelme_image(doc, json_path, images_out, stem, link)
+            (stored, shown) = layout.image_size(image)
+            width, height = int(doc.get("imageWidth") or shown[0]), int(doc.get("imageHeight") or shown[1])
+            if (width, height) not in (stored, shown):
+                raise DataError(
+                    f"{json_path}: imageWidth x imageHeight {width}x{height} but image {image} is {shown[0]}x{shown[1]}"
+                )
+            mask = np.zeros((height, width), dtype=np.uint8)
+            for k, shape in enumerate(doc["shapes"]):
+                if not isinstance(shape, dict):
+                    raise DataError(f"{json_path}: shape #{k} is not an object")
+                label = str(shape.get("label", ""))
+                where = f"{json_path}: shape #{k} ('{label}')"
+                cls = layout.class_of(label, table, unknown, where)
+                region = _labelme_region(shape, height, width, where)
+                if cls is None or region is None:
+                    continue
+                mask[region] = cls
+            layout.save_mask(mask, masks_out / f"{stem}.png")
     source = str(folder_or_files) if isinstance(folder_or_files, str | os.PathLike) else f"{len(files)} LabelMe files"
     return layout.write_dataset_yaml(out, table, source)

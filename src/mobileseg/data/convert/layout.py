@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +49,12 @@ def class_table(found: Iterable[str], names: Sequence[str] | None) -> list[str]:
             raise DataError("names must list at least the background class")
         if len(set(names)) != len(names):
             raise DataError(f"names repeat a class: {names}")
+        if names[0] in set(found) - set(BACKGROUND_LABELS):  # painted 0, its shapes would vanish into the background
+            raise DataError(
+                f"class_names start with '{names[0]}', a label of the annotations, but the first class is the "
+                f"background (index 0, every unlabelled pixel); put it first, e.g. class_names=background,"
+                f"{','.join(names)}"
+            )
         return names
     return ["background"] + [n for n in dict.fromkeys(found) if n not in BACKGROUND_LABELS]
 
@@ -103,12 +110,34 @@ def check_size(image: Path, width: int, height: int, where: str) -> None:
         raise DataError(f"{where}: annotated size {width}x{height} but image {image} is {shown[0]}x{shown[1]}")
 
 
-def prepare_out(out_dir: str | Path) -> tuple[Path, Path, Path]:
+@contextmanager
+def prepare_out(out_dir: str | Path) -> Iterator[tuple[Path, Path, Path]]:
+    """``(out, out/images, masks folder)`` for one conversion; the masks appear in ``out/masks`` only when it ends.
+
+    Why: masks carry the class numbering, which another conversion (other labels, other ``class_names``) may
+    number differently, so masks already in ``out/masks`` are refused rather than mixed with new ones; and the
+    masks are written to a staging folder renamed at the end, so a conversion that fails half-way leaves no masks
+    behind to block the re-run. Images may already be in ``out/images`` (converting a dataset in place).
+    """
     out = Path(out_dir)
     images, masks = out / "images", out / "masks"
+    if masks.is_dir() and any(masks.iterdir()):
+        raise DataError(
+            f"{masks} already holds masks (an earlier conversion?); two conversions may number their classes "
+            f"differently, so convert into a new out= folder or delete {masks} first"
+        )
     images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    return out, images, masks
+    staging = out / ".masks.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield out, images, staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if masks.is_dir():
+        masks.rmdir()  # empty: checked above
+    staging.rename(masks)
 
 
 def save_mask(mask: np.ndarray, path: Path) -> None:
