@@ -242,6 +242,20 @@ def test_multiband_16bit_tiff_trains_on_native_crops(tmp_path, one_thread):
     assert math.isfinite(run.history[-1]["val/iou"])  # validated by sliding windows over the native tiles
 
 
+def test_native_size_of_tiffs_pillow_cannot_open(tmp_path):
+    """Crops and sliding windows read an image's size from its header; Pillow cannot open a TIFF of 5 or more
+    bands, which tifffile reads (as for the pixels)."""
+    from mobileseg.data.crops import native_size
+    from mobileseg.data.spec import Sample
+
+    path = tmp_path / "six.tif"
+    tifffile.imwrite(path, np.zeros((6, 20, 30), np.uint16), photometric="minisblack", planarconfig="separate")
+    assert native_size(Sample("six", path, None)) == (20, 30)
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00 not a tiff")
+    with pytest.raises(DataError, match=r"unreadable image .*bad\.tif"):
+        native_size(Sample("bad", tmp_path / "bad.tif", None))
+
+
 def test_scaled_masks_train_with_mask_resize(tmp_path, one_thread):
     data = make_folder(tmp_path / "scaled", 10, rgb_png, mask_scale=2)
     with pytest.raises(DataError, match="mask_resize: nearest"):

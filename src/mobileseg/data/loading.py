@@ -257,12 +257,29 @@ def read_mask(
 
 
 def image_geometry(path: str | Path) -> tuple[tuple[int, int], int]:
-    """(stored (w, h), EXIF orientation) of an image from its header only."""
+    """(stored (w, h), EXIF orientation) of an image from its header only (a TIFF Pillow cannot open, such as
+    one with 5 or more bands, from tifffile's: multi-band images are read with it, see ``data/bands.py``)."""
     try:
         with Image.open(path) as im:
             return im.size, orientation(im)
     except PIL_ERRORS as e:
-        raise DataError(f"unreadable image {path}: {e}") from None
+        size = _tiff_size(Path(path)) if str(path).lower().endswith((".tif", ".tiff")) else None
+        if size is None:
+            raise DataError(f"unreadable image {path}: {e}") from None
+        return size, 1
+
+
+def _tiff_size(path: Path) -> tuple[int, int] | None:
+    """(w, h) of a TIFF's first series from its header, or None when tifffile cannot read it either."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, axes = series.shape, series.axes
+        return int(shape[axes.index("X")]), int(shape[axes.index("Y")])
+    except Exception:  # not installed, damaged, or no X/Y axes: Pillow's error is the one reported
+        return None
 
 
 def reorient_mask(arr: np.ndarray, geometry: tuple[tuple[int, int], int] | None) -> np.ndarray:
