@@ -239,6 +239,23 @@ def test_palette_rgb_masks(tmp_path, make_pair):
     assert spec.encode_mask(np.array([[[0, 255, 0]]], np.uint8)).tolist() == [[2]]
 
 
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_a_mask_drawn_in_its_alpha_channel_is_refused(tmp_path, make_pair, mode):
+    """White everywhere, the labels only in the transparency: read as colour it would be all foreground."""
+    from mobileseg.data import decode_sample
+
+    alpha = np.zeros((4, 4), np.uint8)
+    alpha[1:3, 1:3] = 255
+    white = Image.new(mode[:-1], (4, 4), 255 if mode == "LA" else (255, 255, 255))
+    white.putalpha(Image.fromarray(alpha))
+    make_pair(tmp_path, "a", image=np.zeros((4, 4, 3), np.uint8), mask=np.zeros((4, 4), np.uint8))
+    white.save(tmp_path / "masks" / "a.png")
+    spec = resolve_dataset(str(tmp_path))
+    sample = next(s for split in spec.splits.values() for s in split)
+    with pytest.raises(DataError, match=r"a\.png keeps its labels in the alpha"):
+        decode_sample(spec, sample, (4, 4))
+
+
 def test_indexed_png_masks_are_matched_by_colour_when_a_palette_is_given(tmp_path, make_pair):
     """An indexed (mode P) mask saved by an image editor numbers its colours in its own order: with a YAML palette
     its pixels are matched by colour, never taken as class indices (index 1 is green here, class 2)."""

@@ -220,8 +220,16 @@ def mask_array(im: Image.Image, path: Path, palette: bool) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise DataError(f"mask {path}: 32-bit values outside 0..65535 are not supported")
         return arr.astype(np.uint16)
-    if mode in ("LA", "PA"):
-        return np.asarray(im)[..., 0]
+    if mode in ("LA", "PA", "RGBA"):
+        layers = np.asarray(im)
+        colour, alpha = layers[..., :-1], layers[..., -1]
+        if colour.size and colour.min() == colour.max() and alpha.min() != alpha.max():
+            raise DataError(
+                f"mask {path} keeps its labels in the alpha (transparency) channel, and its colour is the same "
+                f"everywhere; save the alpha channel as a grey mask (e.g. Image.open(p).getchannel('A').save(...))"
+            )
+        if mode != "RGBA":
+            return layers[..., 0]
     if mode in ("RGB", "RGBA", "RGBX"):
         arr = np.asarray(im.convert("RGB") if mode != "RGB" else im)
         if palette:
