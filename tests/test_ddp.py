@@ -36,11 +36,9 @@ def _rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_two_process_gloo_matches_single_process(tmp_path):
-    data = make_shapes_dataset(tmp_path / "data", n=16)
-    keys = {**FAST, "epochs": 2, "batch": 4, "lr": 3e-3}
-    single = mobileseg.train(data=str(data), project=str(tmp_path / "single"), **keys)
-    cmd = [
+def _torchrun_train(data: Path, project: Path, keys: dict) -> list[str]:
+    """``torchrun --nproc_per_node=2 -m mobileseg train`` on this machine's loopback, with ``keys``."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -51,9 +49,16 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         "mobileseg",
         "train",
         f"data={data}",
-        f"project={tmp_path / 'ddp'}",
+        f"project={project}",
         *(f"{k}={v}" for k, v in keys.items()),
     ]
+
+
+def test_two_process_gloo_matches_single_process(tmp_path):
+    data = make_shapes_dataset(tmp_path / "data", n=16)
+    keys = {**FAST, "epochs": 2, "batch": 4, "lr": 3e-3}
+    single = mobileseg.train(data=str(data), project=str(tmp_path / "single"), **keys)
+    cmd = _torchrun_train(data, tmp_path / "ddp", keys)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = sorted((tmp_path / "ddp" / "train").iterdir())
@@ -90,21 +95,7 @@ def test_ctrl_c_under_torchrun_saves_the_position_on_every_rank(tmp_path):
     and rank 0 saves last.pt and says how to resume, with no process left hanging."""
     data = make_shapes_dataset(tmp_path / "data", n=16)
     keys = {**FAST, "epochs": 50, "batch": 4}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "mobileseg",
-        "train",
-        f"data={data}",
-        f"project={tmp_path / 'ddp'}",
-        "name=int",
-        *(f"{k}={v}" for k, v in keys.items()),
-    ]
+    cmd = _torchrun_train(data, tmp_path / "ddp", {**keys, "name": "int"})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     last = tmp_path / "ddp" / "train" / "int" / "weights" / "last.pt"
