@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from mobileseg.config import DataConfig
 
-from .dataset import SegmentationDataset, available_memory, decode_sample
+from .dataset import SegmentationDataset, available_memory, decode_sample, image_tensor
 from .loading import SWAPPING_ORIENTATIONS, DataError, image_geometry
 from .spec import DatasetSpec, Sample
 from .transforms import SeededAugment
@@ -92,14 +92,6 @@ def random_crop(
     y, x = crop_origin(mask, crop, fg_prob, ignore_index, rng)
     ch, cw = int(crop[0]), int(crop[1])
     return image[:, y : y + ch, x : x + cw].copy(), mask[y : y + ch, x : x + cw].copy()
-
-
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """A decoded image ``[C, H, W]`` as a tensor the transforms take: uint8 as is (a copy), uint16 (other band
-    counts) as float32 in [0, 1], which torchvision's transforms handle where they would not handle uint16."""
-    if image.dtype == np.uint16:
-        return torch.from_numpy(image.astype(np.float32) / 65535.0)
-    return torch.from_numpy(np.array(image))
 
 
 def to_unit(image: torch.Tensor) -> torch.Tensor:

@@ -148,6 +148,14 @@ def decode_sample(spec: DatasetSpec, sample: Sample, imgsz: tuple[int, int]) -> 
     return img, mask
 
 
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """A decoded image ``[C, H, W]`` as a tensor the transforms take: uint8 as is (a copy), uint16 (other band
+    counts) as float32 in [0, 1], which torchvision's transforms handle where they would not handle uint16."""
+    if image.dtype == np.uint16:
+        return torch.from_numpy(image.astype(np.float32) / 65535.0)
+    return torch.from_numpy(np.array(image))
+
+
 class SegmentationDataset(Dataset):
     """Image/mask pairs of one split at model size.
 
@@ -298,9 +306,7 @@ class SegmentationDataset(Dataset):
         torchvision's transforms handle where they would not handle uint16) and uint8 mask ``[H, W]`` (copies:
         safe to modify). :func:`mobileseg.data.bands.unit` turns either image into [0, 1]."""
         img, mask = self._arrays(i)
-        if img.dtype == np.uint16:
-            return torch.from_numpy(img.astype(np.float32) / 65535.0), torch.from_numpy(np.array(mask))
-        return torch.from_numpy(np.array(img)), torch.from_numpy(np.array(mask))
+        return image_tensor(img), torch.from_numpy(np.array(mask))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img_np, mask_np = self._arrays(i)
