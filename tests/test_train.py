@@ -231,6 +231,35 @@ def test_sigint_saves_exact_position_and_resume_completes(shapes, tmp_path):
     assert result.epochs == 2 and [int(r["epoch"]) for r in read_results(run)] == [1, 2]
 
 
+@pytest.mark.parametrize("stop_at", ["mid", "last"])
+def test_an_interrupted_epoch_reports_all_its_steps_after_resume(shapes, tmp_path, monkeypatch, stop_at):
+    """Ctrl-C in epoch 1 (mid-way, or on its last step): after the resume, epoch 1's train figures are those of
+    the unbroken run, not of the steps after the resume only (or NaN when none were left)."""
+    from mobileseg.engine import trainer as trainer_mod
+
+    full = mobileseg.train(data=str(shapes), epochs=2, project=str(tmp_path), name="full", **FAST)
+    real = trainer_mod.Trainer._stop_requested
+    calls = {"n": 0}
+
+    def ctrl_c_at(self):  # called once per step: the n-th call is step n of the first epoch
+        calls["n"] += 1
+        target = 2 if stop_at == "mid" else self.steps_per_epoch
+        self._interrupted = self._interrupted or calls["n"] == target
+        return real(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.Trainer, "_stop_requested", ctrl_c_at)
+        stopped = mobileseg.train(data=str(shapes), epochs=2, project=str(tmp_path), name="stopped", **FAST)
+    assert stopped.stopped == "interrupted"
+    ckpt = load_checkpoint(stopped.last)
+    assert ckpt["epoch"] == 0 and ckpt["step"] == (2 if stop_at == "mid" else calls["n"])
+    mobileseg.train(resume=str(stopped.last), verbose=False)
+    rows, ref = read_results(stopped.save_dir), read_results(full.save_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("train/loss", "train/iou", "train/accuracy"):
+        assert [float(r[key]) for r in rows] == pytest.approx([float(r[key]) for r in ref], rel=1e-5), key
+
+
 def test_non_finite_loss_stops_and_keeps_last_good(shapes, tmp_path, monkeypatch):
     from mobileseg.engine import loss as loss_mod
 

@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import math
+import time
+from typing import Any
 
 import torch
 
@@ -91,6 +93,61 @@ class ConfusionMatrix:
                 finite = [v for v in values if not math.isnan(v)]
                 out[name] = sum(finite) / len(finite) if finite else float("nan")
         return out
+
+
+class EpochTally:
+    """One training epoch's running figures: loss sum, image count, seconds and the confusion matrix.
+
+    It survives a Ctrl-C: the trainer stores :meth:`state_dict` (summed over DDP ranks) in ``last.pt`` with the
+    exact step, and the resumed epoch starts from it, so that epoch's row in results.csv covers all its steps
+    rather than only those after the resume (or none at all, NaN, when the interrupt fell on its last step).
+
+    Args:
+        num_classes: classes of the confusion matrix.
+        ignore_index: target value left out of the train metrics.
+        state: a saved :meth:`state_dict` to start from; ``carry_counts=False`` keeps only its seconds (DDP ranks
+            other than the first: the saved sums are already those of every rank).
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int, state: dict[str, Any] | None = None, carry_counts: bool = True
+    ) -> None:
+        self.cm = ConfusionMatrix(num_classes, ignore_index)
+        self.loss_sum, self.seen, self._before = 0.0, 0, 0.0
+        if state:
+            self._before = float(state["seconds"])
+            if carry_counts:
+                self.loss_sum, self.seen = float(state["loss_sum"]), int(state["seen"])
+                self.cm.mat += torch.as_tensor(state["confusion"], dtype=torch.int64)
+        self._start = time.perf_counter()
+
+    def update(self, loss: float, target: torch.Tensor, pred: torch.Tensor) -> None:
+        """Add one step: its mean loss, and the batch's targets and predicted class maps."""
+        self.loss_sum += loss * target.shape[0]
+        self.seen += target.shape[0]
+        self.cm.update(target, pred)
+
+    @property
+    def seconds(self) -> float:
+        return self._before + time.perf_counter() - self._start
+
+    def reduce(self) -> None:
+        """Sum the loss, count and matrix over all DDP ranks (a collective: every rank calls it)."""
+        totals = all_reduce(torch.tensor([self.loss_sum, self.seen], dtype=torch.float64))
+        self.loss_sum, self.seen = totals[0].item(), int(totals[1].item())
+        self.cm.reduce_from_all_processes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "seen": self.seen, "seconds": self.seconds, "confusion": self.cm.mat}
+
+    def compute(self) -> dict[str, float]:
+        """The epoch's row: ``train/loss``, ``train/<metric>``, ``epoch_s`` and ``img_s`` (all ranks' images)."""
+        seconds = self.seconds
+        stats = {"train/loss": self.loss_sum / self.seen if self.seen else math.nan}
+        stats.update({f"train/{k}": v for k, v in self.cm.compute().items()})
+        stats["epoch_s"] = seconds
+        stats["img_s"] = self.seen / seconds if seconds else math.nan
+        return stats
 
 
 def logits_to_pred(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

@@ -189,20 +189,24 @@ def restore_state(trainer: Any, ckpt: dict[str, Any]) -> None:
         trainer.scaler.load_state_dict(ckpt["scaler"])
     trainer.start_epoch = ckpt["epoch"]
     trainer.start_step = ckpt.get("step", 0)
+    trainer.resumed_tally = ckpt.get("epoch_tally")  # None in files written before it was saved
     trainer.best_fitness = ckpt.get("best_fitness", -math.inf)
     trainer.best_epoch = ckpt.get("best_epoch", 0)
     trainer.history = list(ckpt.get("history", []))
 
 
-def checkpoint_state(trainer: Any, epoch: int, step: int, with_optimizer: bool = True) -> dict[str, Any]:
+def checkpoint_state(
+    trainer: Any, epoch: int, step: int, with_optimizer: bool = True, tally: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The trainer's checkpoint dict (see :mod:`mobileseg.models.checkpoint`); ``epoch`` counts completed epochs,
-    ``step`` the steps done in the next one (an exact Ctrl-C position)."""
+    ``step`` the steps done in the next one (an exact Ctrl-C position), ``tally`` that epoch's figures so far."""
     last = trainer.history[-1] if trainer.history else {}
     training: dict[str, Any] = {
         "config": trainer.cfg.to_dict(),
         "split_stems": trainer.spec.split_info.get("stems"),
         "epoch": epoch,
         "step": step,
+        "epoch_tally": tally,
         "best_fitness": trainer.best_fitness,
         "best_epoch": trainer.best_epoch,
         "metrics": {k: v for k, v in last.items() if k.startswith("val/")},

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import shutil
 import signal
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,9 @@ from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
 from mobileseg.engine.inference_mode import SlideModel, training_settings
 from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
-from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
+from mobileseg.engine.metrics import EpochTally, logits_to_pred
 from mobileseg.engine.predictor import warn
-from mobileseg.engine.runtime import all_reduce, every_rank, prepare, sync_buffers
+from mobileseg.engine.runtime import every_rank, prepare, sync_buffers
 from mobileseg.engine.setup import (
     amp_dtype,
     build_optimizer,
@@ -77,6 +76,7 @@ class Trainer:
         self._setup_data()
         self._setup_model()
         self.start_epoch, self.start_step = 0, 0
+        self.resumed_tally: dict[str, Any] | None = None  # the interrupted epoch's figures so far
         self.best_fitness, self.best_epoch = -math.inf, 0
         self.history: list[dict[str, float]] = []
         self._new_dir = False
@@ -301,9 +301,10 @@ class Trainer:
         cfg = self.cfg
         net.train()
         loader = self._train_loader(epoch, skip)
-        cm = ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index)
-        loss_sum, seen, step = 0.0, 0, skip
-        start = time.perf_counter()
+        # A resumed epoch goes on from the figures saved with the exact position (rank 0 holds every rank's sums).
+        carried = self.resumed_tally if skip else None
+        tally = EpochTally(self.spec.num_classes, self.spec.ignore_index, carried, carry_counts=self.dist.main)
+        step = skip
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -335,26 +336,19 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model)
             step += 1
-            loss_sum += loss.item() * images.shape[0]
-            seen += images.shape[0]
-            cm.update(targets, logits_to_pred(logits.detach()))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen * self.dist.world_size / elapsed:.1f}")
+            tally.update(loss.item(), targets, logits_to_pred(logits.detach()))
+            img_s = tally.seen * self.dist.world_size / tally.seconds
+            bar.set_postfix(loss=f"{tally.loss_sum / tally.seen:.4f}", img_s=f"{img_s:.1f}")
             if self._stop_requested():
+                tally.reduce()
                 if self.dist.main:
-                    save_checkpoint(checkpoint_state(self, epoch, step), self.weights_dir / "last.pt")
+                    state = checkpoint_state(self, epoch, step, tally=tally.state_dict())
+                    save_checkpoint(state, self.weights_dir / "last.pt")
                 bar.close()
                 return None
         bar.close()
-        seconds = time.perf_counter() - start
-        totals = torch.tensor([loss_sum, seen], dtype=torch.float64)
-        totals = all_reduce(totals)
-        cm.reduce_from_all_processes()
-        stats = {"train/loss": (totals[0] / totals[1]).item() if totals[1] else math.nan}
-        stats.update({f"train/{k}": v for k, v in cm.compute().items()})
-        stats["epoch_s"] = seconds
-        stats["img_s"] = totals[1].item() / seconds if seconds else math.nan
-        return stats
+        tally.reduce()
+        return tally.compute()
 
     def _stop_requested(self) -> bool:
         self._interrupted = every_rank(self._interrupted, any_rank=True)

@@ -8,7 +8,8 @@ no code ever runs on loading. Entries (``format_version`` 2):
   ``ignore_index``, ``palette`` (or None), ``versions`` (mobileseg/torch/torchvision/python), ``date``;
 * when written by training: ``config`` (the resolved run config), ``split_stems`` (the stems of every split,
   so evaluation and export score exactly the images the run held out), ``epoch`` (epochs completed), ``step``
-  (steps done in the next epoch, for an exact Ctrl-C resume), ``best_fitness``, ``best_epoch``, ``metrics``
+  (steps done in the next epoch, for an exact Ctrl-C resume), ``epoch_tally`` (that epoch's train figures so
+  far, or None), ``best_fitness``, ``best_epoch``, ``metrics``
   (the last epoch's val metrics), ``history`` (the rows of results.csv), ``inference`` (how the model is
   meant to predict: ``infer``, ``window``, ``overlap``, ``blend``, ``train_scale``; absent = resize);
 * ``last.pt`` only: ``optimizer``, ``scheduler``, ``scaler`` (or None); with ``ema`` on, ``model`` is the
@@ -94,6 +95,7 @@ TRAINING_KEYS = {
     "split_stems",
     "epoch",
     "step",
+    "epoch_tally",
     "best_fitness",
     "best_epoch",
     "metrics",
