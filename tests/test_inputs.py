@@ -242,6 +242,22 @@ def test_multiband_16bit_tiff_trains_on_native_crops(tmp_path, one_thread):
     assert math.isfinite(run.history[-1]["val/iou"])  # validated by sliding windows over the native tiles
 
 
+def test_native_tiles_of_16bit_bands_load_in_the_unit_range(tmp_path):
+    """The slide-validation dataset's ``load`` (what the val pictures draw and predict) gives 16-bit bands in
+    [0, 1] as the crop and resize datasets do, equal to what the model is fed (``dataset[i]``)."""
+    from mobileseg.config import DataConfig
+    from mobileseg.data import load_dataset
+    from mobileseg.data.bands import unit
+    from mobileseg.data.crops import NativeDataset
+
+    data = make_folder(tmp_path / "tiff", 6, tiff16)
+    spec = load_dataset(DataConfig(dataset=str(data), channels=4, split_ratios=[0.5, 0.5, 0.0]))
+    native = NativeDataset(spec, "val")
+    image = unit(native.load(0)[0])
+    assert image.dtype == torch.float32 and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert torch.equal(image, native[0][0])
+
+
 def test_native_size_of_tiffs_pillow_cannot_open(tmp_path):
     """Crops and sliding windows read an image's size from its header; Pillow cannot open a TIFF of 5 or more
     bands, which tifffile reads (as for the pixels)."""

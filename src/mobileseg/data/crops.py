@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from mobileseg.config import DataConfig
 
+from .bands import unit
 from .dataset import SegmentationDataset, available_memory, decode_sample, image_tensor
 from .loading import SWAPPING_ORIENTATIONS, DataError, image_geometry
 from .spec import DatasetSpec, Sample
@@ -92,15 +93,6 @@ def random_crop(
     y, x = crop_origin(mask, crop, fg_prob, ignore_index, rng)
     ch, cw = int(crop[0]), int(crop[1])
     return image[:, y : y + ch, x : x + cw].copy(), mask[y : y + ch, x : x + cw].copy()
-
-
-def to_unit(image: torch.Tensor) -> torch.Tensor:
-    """An image tensor as float in [0, 1]: uint8 / 255, uint16 (multi-band files) / 65535."""
-    if image.dtype == torch.uint8:
-        return image.float().div_(255)
-    if image.dtype in (torch.uint16, torch.int32, torch.int64):
-        return image.float().div_(65535)
-    return image.float()
 
 
 class CropDataset(Dataset):
@@ -194,7 +186,7 @@ class CropDataset(Dataset):
         if self.transform is not None:
             torch.manual_seed(seed)
             img, mask = self.transform(img, mask)
-        return to_unit(img), mask.long()
+        return unit(img), mask.long()
 
     def __repr__(self) -> str:
         scale = "imgsz" if self.train_scale is None else f"{self.train_scale:g}"
@@ -206,7 +198,8 @@ class CropDataset(Dataset):
 class NativeDataset(Dataset):
     """Pairs of one split at each image's own size, for slide-mode evaluation (batch size 1: sizes differ).
 
-    ``dataset[i]`` = float image ``[C, H, W]`` in [0, 1] and int64 mask ``[H, W]``; ``load(i)`` the uint8 pair.
+    ``dataset[i]`` = float image ``[C, H, W]`` in [0, 1] and int64 mask ``[H, W]``; ``load(i)`` the pair as
+    :meth:`CropDataset.load` gives it (uint8 RGB, or float32 bands in [0, 1]).
     Nothing is cached: an evaluation reads each image once.
 
     Args:
@@ -225,11 +218,11 @@ class NativeDataset(Dataset):
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img, mask = decode_sample(self.spec, self.samples[i], native_size(self.samples[i]))
-        return torch.from_numpy(np.array(img)), torch.from_numpy(np.array(mask))
+        return image_tensor(img), torch.from_numpy(np.array(mask))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img, mask = self.load(i)
-        return to_unit(img), mask.long()
+        return unit(img), mask.long()
 
 
 def train_val_datasets(
@@ -287,6 +280,5 @@ __all__ = [
     "random_crop",
     "scaled",
     "size_advice",
-    "to_unit",
     "train_val_datasets",
 ]
