@@ -49,6 +49,26 @@ def test_freeze_bn_without_pretrained_weights_warns(shapes, tmp_path, capsys, on
     assert "freeze_bn" not in capsys.readouterr().err
 
 
+def test_training_from_a_worker_thread(shapes, tmp_path, one_thread):
+    """mobileseg.train from a thread other than the main one (a notebook's background job, a web app's worker):
+    Python lets only the main thread set the Ctrl-C handler, so the run trains without it instead of failing."""
+    import threading
+
+    results, errors = [], []
+
+    def job() -> None:
+        try:
+            results.append(mobileseg.train(data=str(shapes), epochs=1, project=str(tmp_path), name="t", **FAST))
+        except BaseException as e:  # noqa: BLE001 - the test reports whatever the thread raised
+            errors.append(e)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(timeout=300)
+    assert not errors, errors
+    assert results and results[0].epochs == 1 and results[0].best.is_file()
+
+
 def test_resume_after_the_classes_changed_is_one_line(tmp_path, capsys, one_thread):
     root = make_shapes_dataset(tmp_path / "data", n=12)
     (root / "data.yaml").write_text(yaml.safe_dump({"names": ["background", "shape"]}))

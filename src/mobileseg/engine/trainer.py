@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,12 @@ class Trainer:
         # From here on, Ctrl-C finishes the current step and saves the exact position. On every rank: a terminal's
         # Ctrl-C (and torchrun's agent) signals every process, and a rank that died mid-step would leave the
         # others blocked in their next collective, never saving.
+        # Only the main thread may set a handler: trained from another thread (a notebook's background job, a web
+        # app's worker), Ctrl-C is not this thread's to catch, and the run goes on without it.
+        catch = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
+        if catch:
+            signal.signal(signal.SIGINT, self._on_sigint)
         try:
             self.emit("on_train_start")
             self.log(
@@ -230,7 +235,8 @@ class Trainer:
                 self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
             self._loop()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if catch:
+                signal.signal(signal.SIGINT, previous)
         if self.stop_reason == "interrupted" and self.dist.main:
             last = self.weights_dir / "last.pt"
             print(f"Saved {last}. Resume with:\n  mobileseg train resume={last}")
