@@ -115,14 +115,18 @@ def _exif(orientation: int) -> bytes:
     return ex.tobytes()
 
 
+@pytest.mark.parametrize("ext", ["jpg", "tif"])
 @pytest.mark.parametrize("mask_drawn_on", ["displayed", "raw", "raw_with_own_exif"])
-def test_exif_rotation_keeps_image_and_mask_together(tmp_path, save_image, mask_drawn_on):
+def test_exif_rotation_keeps_image_and_mask_together(tmp_path, save_image, mask_drawn_on, ext):
     # Stored pixels: 40 wide x 20 high, left half red. EXIF 6 = show rotated 90 degrees clockwise, so the
-    # displayed picture is 20 wide x 40 high with the red half on top.
+    # displayed picture is 20 wide x 40 high with the red half on top. A TIFF keeps it as its Orientation tag,
+    # which Pillow applies itself on load (and reports the size of already turned).
+    from mobileseg.data.crops import native_size
+
     raw = np.zeros((20, 40, 3), np.uint8)
     raw[:, :20] = (255, 0, 0)
     raw[:, 20:] = (0, 0, 255)
-    save_image(raw, tmp_path / "images" / "r.jpg", exif=_exif(6), quality=95)
+    save_image(raw, tmp_path / "images" / f"r.{ext}", exif=_exif(6), quality=95)
     if mask_drawn_on == "displayed":
         mask = np.zeros((40, 20), np.uint8)
         mask[:20] = 255
@@ -132,7 +136,7 @@ def test_exif_rotation_keeps_image_and_mask_together(tmp_path, save_image, mask_
         mask[:, :20] = 255
         kwargs = {"exif": _exif(6)} if mask_drawn_on == "raw_with_own_exif" else {}
         save_image(mask, tmp_path / "masks" / "r.png", **kwargs)
-    im = load_image(tmp_path / "images" / "r.jpg")
+    im = load_image(tmp_path / "images" / f"r.{ext}")
     assert im.size == (20, 40)
     top = np.asarray(im)[:20].astype(int)
     assert top[..., 0].mean() > 200 and top[..., 2].mean() < 50  # red on top: rotated
@@ -140,6 +144,7 @@ def test_exif_rotation_keeps_image_and_mask_together(tmp_path, save_image, mask_
     report = check_dataset(spec)
     assert report.ok, report.errors
     assert report.image_sizes == (20, 40, 20, 40)
+    assert native_size(spec.splits["train"][0]) == (40, 20)  # (H, W) as displayed: what crops and windows use
     img, m = decode_sample(spec, spec.splits["train"][0], (32, 32))
     red_rows = img[0].astype(int).mean(axis=1) > 128
     assert red_rows[:14].all() and not red_rows[18:].any()

@@ -258,6 +258,41 @@ def test_native_tiles_of_16bit_bands_load_in_the_unit_range(tmp_path):
     assert torch.equal(image, native[0][0])
 
 
+@pytest.mark.parametrize("turn", range(1, 9))
+def test_upright_equals_pillows_exif_transpose(tmp_path, turn):
+    from PIL import ImageOps
+
+    from mobileseg.data.bands import upright
+
+    stored = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    exif = Image.Exif()
+    exif[0x0112] = turn
+    Image.fromarray(stored).save(tmp_path / "t.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "t.png")))
+    np.testing.assert_array_equal(upright(stored, turn), expected)
+
+
+def test_tiff_orientation_tag_uprights_bands_as_pillow_uprights_the_mask(tmp_path):
+    """A multi-band TIFF stored sideways (Orientation 6) is uprighted as Pillow uprights its mask, so the pair
+    stays aligned, and the size the crop path reads from the header is that of the pixels."""
+    from mobileseg.data.crops import native_size
+    from mobileseg.data.loading import read_mask
+    from mobileseg.data.spec import Sample
+
+    rng = np.random.default_rng(0)
+    bands = rng.integers(0, 65535, (4, 20, 30), dtype=np.uint16)  # stored: 20 rows x 30 columns
+    sideways = [(274, "H", 1, 6, True)]
+    tifffile.imwrite(tmp_path / "a.tif", bands, photometric="minisblack", planarconfig="separate", extratags=sideways)
+    drawn = (bands[0] > 32767).astype(np.uint8)  # labelled on the stored pixels, saved with the same tag
+    tifffile.imwrite(tmp_path / "a_mask.tif", drawn, photometric="minisblack", extratags=sideways)
+    arr, geometry = read_bands(tmp_path / "a.tif", 4)
+    assert arr.shape == (30, 20, 4)
+    np.testing.assert_array_equal(arr[..., 0], np.rot90(bands[0], -1))
+    mask = read_mask(tmp_path / "a_mask.tif", geometry=geometry)
+    np.testing.assert_array_equal(mask, (arr[..., 0] > 32767).astype(np.uint8))
+    assert native_size(Sample("a", tmp_path / "a.tif", None)) == (30, 20)
+
+
 def test_native_size_of_tiffs_pillow_cannot_open(tmp_path):
     """Crops and sliding windows read an image's size from its header; Pillow cannot open a TIFF of 5 or more
     bands, which tifffile reads (as for the pixels)."""

@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 
 from mobileseg.errors import DataError
 
-from .loading import ImageInput, decode_file, orientation, to_rgb
+from .loading import ImageInput, decode_file, orientation, tiff_orientation, to_rgb
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 RGB_CHANNELS = 3
@@ -54,16 +54,42 @@ def read_bands(path: str | Path, channels: int) -> tuple[np.ndarray, Geometry]:
     """
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        arr = _read_tiff(path)
-        if arr is not None:
-            return array_bands(arr, channels, str(path)), ((arr.shape[1], arr.shape[0]), 1)
+        read = _read_tiff(path)
+        if read is not None:
+            arr, turn = read
+            stored = (arr.shape[1], arr.shape[0])
+            return array_bands(upright(arr, turn), channels, str(path)), (stored, turn)
     im, geometry = decode_file(path, "image")
     return image_bands(ImageOps.exif_transpose(im), channels, str(path)), geometry
 
 
-def _read_tiff(path: Path) -> np.ndarray | None:
-    """A TIFF's first series as HxW or HxWxC (planar files transposed); None without ``tifffile`` (Pillow then
-    reads what it can)."""
+# The EXIF/TIFF orientations (tag 274) as array operations, equal to Pillow's ``ImageOps.exif_transpose``.
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """An HxW(xC) array as displayed under an EXIF/TIFF orientation (1-8), as Pillow uprights an image.
+
+    Example:
+        >>> upright(np.array([[1, 2], [3, 4]]), 6).tolist()  # stored sideways: rotate 90 degrees clockwise
+        [[3, 1], [4, 2]]
+    """
+    turn = _UPRIGHT.get(orientation)
+    return arr if turn is None else np.ascontiguousarray(turn(arr))
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int] | None:
+    """A TIFF's first series as HxW or HxWxC (planar files transposed) and its Orientation tag (1 = upright, as
+    Pillow honours it for the TIFFs it opens, masks included); None without ``tifffile`` (Pillow then reads
+    what it can)."""
     try:
         import tifffile
     except ImportError:
@@ -72,6 +98,7 @@ def _read_tiff(path: Path) -> np.ndarray | None:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             arr, axes = series.asarray(), series.axes
+            turn = tiff_orientation(tif)
     except Exception as e:  # tifffile raises many types for damaged files; all mean "unreadable"
         raise DataError(f"unreadable image {path}: {e}") from None
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
@@ -79,7 +106,7 @@ def _read_tiff(path: Path) -> np.ndarray | None:
         arr = arr.transpose(1, 2, 0)
     if arr.ndim not in (2, 3):
         raise DataError(f"image {path} has TIFF axes {axes} (shape {arr.shape}); expected one HxW(xC) image")
-    return arr
+    return arr, turn
 
 
 def image_bands(im: Image.Image, channels: int, where: str = "image") -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import threading
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -131,7 +131,8 @@ def _load_strict(im: Image.Image) -> None:
 def decode_file(
     path: str | Path, kind: str = "image", draft: tuple[int, int] | None = None
 ) -> tuple[Image.Image, tuple[tuple[int, int], int]]:
-    """Open and fully decode an image or mask file, strictly; the pixels are as stored (not uprighted).
+    """Open and fully decode an image or mask file, strictly; the pixels are as stored (not uprighted), except a
+    TIFF's, which Pillow uprights itself (uprighting it again is a no-op: the tag is gone).
 
     Args:
         path: the file (its content decides the format, not its extension).
@@ -149,7 +150,9 @@ def decode_file(
     try:
         data = path.read_bytes()
         im = Image.open(io.BytesIO(data))
-        stored = im.size
+        stored = stored_size(im)
+        # Pillow uprights a TIFF as it loads it and drops its Orientation tag: read the tag first (no decode).
+        tiff_turn = orientation(im) if im.format == "TIFF" else None
         if draft is not None and im.format in ("JPEG", "MPO"):  # a JPEG's EXIF is read at open: no decode yet
             w, h = draft
             if orientation(im) in SWAPPING_ORIENTATIONS:
@@ -157,7 +160,7 @@ def decode_file(
             im.draft("RGB", (w, h))
         _load_strict(im)  # decode now, inside the try: Image.open is lazy and truncation shows only here
         # Only after the strict decode: a PNG's getexif() decodes the pixels itself, under the global switch.
-        geometry = (stored, orientation(im))
+        geometry = (stored, orientation(im) if tiff_turn is None else tiff_turn)
     except UnidentifiedImageError:
         raise DataError(f"unreadable {kind} {path}: not an image, or a format Pillow cannot read") from None
     except PIL_ERRORS as e:
@@ -264,28 +267,47 @@ def read_mask(
     return reorient_mask(arr, geometry)
 
 
+def stored_size(im: Image.Image) -> tuple[int, int]:
+    """(w, h) of an opened image's pixels as stored. Pillow reports a TIFF's size already turned by its
+    Orientation tag (it uprights the pixels when it loads them), so a TIFF's stored size is read from its tags."""
+    if im.format == "TIFF":
+        w, h = im.tag_v2.get(256), im.tag_v2.get(257)  # ImageWidth, ImageLength
+        if isinstance(w, int) and isinstance(h, int):
+            return w, h
+    return im.size
+
+
 def image_geometry(path: str | Path) -> tuple[tuple[int, int], int]:
     """(stored (w, h), EXIF orientation) of an image from its header only (a TIFF Pillow cannot open, such as
     one with 5 or more bands, from tifffile's: multi-band images are read with it, see ``data/bands.py``)."""
     try:
         with Image.open(path) as im:
-            return im.size, orientation(im)
+            return stored_size(im), orientation(im)
     except PIL_ERRORS as e:
-        size = _tiff_size(Path(path)) if str(path).lower().endswith((".tif", ".tiff")) else None
-        if size is None:
+        geometry = _tiff_geometry(Path(path)) if str(path).lower().endswith((".tif", ".tiff")) else None
+        if geometry is None:
             raise DataError(f"unreadable image {path}: {e}") from None
-        return size, 1
+        return geometry
 
 
-def _tiff_size(path: Path) -> tuple[int, int] | None:
-    """(w, h) of a TIFF's first series from its header, or None when tifffile cannot read it either."""
+def tiff_orientation(tif: Any) -> int:
+    """The Orientation tag (274) of an open ``tifffile.TiffFile``'s first page: 1 (upright) when absent or invalid."""
+    tag = tif.pages[0].tags.get(ORIENTATION_TAG)
+    value = int(tag.value) if tag is not None and isinstance(tag.value, int) else 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _tiff_geometry(path: Path) -> tuple[tuple[int, int], int] | None:
+    """(stored (w, h), orientation) of a TIFF's first series from its header, or None when tifffile cannot read
+    it either."""
     try:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, axes = series.shape, series.axes
-        return int(shape[axes.index("X")]), int(shape[axes.index("Y")])
+            turn = tiff_orientation(tif)
+        return (int(shape[axes.index("X")]), int(shape[axes.index("Y")])), turn
     except Exception:  # not installed, damaged, or no X/Y axes: Pillow's error is the one reported
         return None
 
