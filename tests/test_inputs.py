@@ -258,6 +258,21 @@ def test_native_tiles_of_16bit_bands_load_in_the_unit_range(tmp_path):
     assert torch.equal(image, native[0][0])
 
 
+def test_crop_cache_budget_counts_the_bands(tmp_path, monkeypatch):
+    """The crop dataset's RAM cache is sized by what it holds: 2 bytes per band (uint16) plus the mask byte for
+    4-band images (9 bytes a pixel), not the 4 bytes of an RGB pixel and its mask."""
+    from mobileseg.config import DataConfig
+    from mobileseg.data import crops, load_dataset
+
+    data = make_folder(tmp_path / "tiff", 6, tiff16)
+    spec = load_dataset(DataConfig(dataset=str(data), channels=4, split_ratios=[1.0, 0.0, 0.0]))
+    need = 9 * SIZE * SIZE * len(spec.splits["train"])  # native size: train_scale=1
+    for budget, expected in ((4 * need, "ram"), (4 * need - 4, "none")):  # the cache may take a quarter
+        monkeypatch.setattr(crops, "available_memory", lambda b=budget: b)
+        ds = crops.CropDataset(spec, "train", crop=(32, 32), train_scale=1.0, cache="auto")
+        assert ds.cache == expected, (budget, need)
+
+
 @pytest.mark.parametrize("turn", range(1, 9))
 def test_upright_equals_pillows_exif_transpose(tmp_path, turn):
     from PIL import ImageOps

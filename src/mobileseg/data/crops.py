@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from mobileseg.config import DataConfig
 
 from .bands import unit
-from .dataset import SegmentationDataset, available_memory, decode_sample, image_tensor
+from .dataset import SegmentationDataset, available_memory, cached_pixel_bytes, decode_sample, image_tensor
 from .loading import SWAPPING_ORIENTATIONS, DataError, image_geometry
 from .spec import DatasetSpec, Sample
 from .transforms import SeededAugment
@@ -136,7 +136,8 @@ class CropDataset(Dataset):
         self.train_scale, self.base = train_scale, (int(imgsz[0]), int(imgsz[1]))
         self.fg_prob, self.transform, self.seed, self.epoch = float(fg_prob), transform, int(seed), 0
         self._sizes: list[tuple[int, int] | None] = [None] * len(self.samples)
-        need = sum(4 * h * w for h, w in (self.size(i) for i in range(len(self.samples)))) if cache != "none" else 0
+        per_pixel = cached_pixel_bytes(spec.channels)
+        need = sum(per_pixel * h * w for h, w in map(self.size, range(len(self.samples)))) if cache != "none" else 0
         self.cache = "ram" if cache in ("ram", "auto") and need <= available_memory() // 4 else "none"
         self._ram: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()

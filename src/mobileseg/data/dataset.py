@@ -148,6 +148,11 @@ def decode_sample(spec: DatasetSpec, sample: Sample, imgsz: tuple[int, int]) -> 
     return img, mask
 
 
+def cached_pixel_bytes(channels: int) -> int:
+    """Bytes one cached pixel takes: the image (uint8 RGB, uint16 for other band counts) plus the uint8 mask."""
+    return (channels if channels == RGB_CHANNELS else 2 * channels) + 1
+
+
 def image_tensor(image: np.ndarray) -> torch.Tensor:
     """A decoded image ``[C, H, W]`` as a tensor the transforms take: uint8 as is (a copy), uint16 (other band
     counts) as float32 in [0, 1], which torchvision's transforms handle where they would not handle uint16."""
@@ -191,8 +196,7 @@ class SegmentationDataset(Dataset):
         self.channels = int(spec.channels)
         # The cached image dtype: uint8 RGB as always; other band counts as uint16 (8-bit files widened).
         self.dtype = np.dtype(np.uint8 if self.channels == RGB_CHANNELS else np.uint16)
-        pixel_bytes = self.channels * self.dtype.itemsize + 1
-        self.cache = resolve_cache(cache, len(self.samples), self.imgsz, pixel_bytes)
+        self.cache = resolve_cache(cache, len(self.samples), self.imgsz, cached_pixel_bytes(self.channels))
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
         self._filled: np.ndarray | None = None
