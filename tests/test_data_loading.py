@@ -151,6 +151,42 @@ def test_exif_rotation_keeps_image_and_mask_together(tmp_path, save_image, mask_
     assert (m[:14] == 1).all() and (m[18:] == 0).all()
 
 
+def test_png_orientation_is_read_without_decoding_unless_its_exif_comes_late(tmp_path, monkeypatch):
+    """Sizing a PNG (crops, sliding windows, the crop cache) reads its header only: Pillow's getexif() would
+    decode the whole file to look for an eXIf chunk after the pixels. A PNG that has such a late chunk still
+    gets its orientation, the same as when it is decoded."""
+    import zlib
+
+    from PIL import PngImagePlugin
+
+    from mobileseg.data.loading import decode_file, image_geometry
+
+    stored = np.zeros((20, 40), np.uint8)
+    Image.fromarray(stored).save(tmp_path / "plain.png")
+    Image.fromarray(stored).save(tmp_path / "early.png", exif=_exif(6))
+    data = (tmp_path / "plain.png").read_bytes()
+    body = _exif(6)
+    body = body[6:] if body.startswith(b"Exif\x00\x00") else body
+    chunk = len(body).to_bytes(4, "big") + b"eXIf" + body + zlib.crc32(b"eXIf" + body).to_bytes(4, "big")
+    iend = data.rindex(b"IEND") - 4
+    (tmp_path / "late.png").write_bytes(data[:iend] + chunk + data[iend:])
+    expected = {"plain": 1, "early": 6, "late": 6}
+    for name, turn in expected.items():
+        assert decode_file(tmp_path / f"{name}.png")[1] == ((40, 20), turn), name
+    real_load = PngImagePlugin.PngImageFile.load
+    decoded = []
+
+    def counting_load(self):
+        decoded.append(self.tile != [])
+        return real_load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counting_load)
+    for name, turn in expected.items():
+        decoded.clear()
+        assert image_geometry(tmp_path / f"{name}.png") == ((40, 20), turn), name
+        assert any(decoded) == (name == "late"), name  # only the late chunk needs the pixels decoded
+
+
 def test_square_images_resize_antialiased_and_masks_nearest(tmp_path, make_pair):
     stripes = np.zeros((64, 64, 3), np.uint8)
     stripes[:, ::2] = 255  # 1-pixel stripes: point sampling would give 0 or 255, averaging gives ~128

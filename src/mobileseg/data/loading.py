@@ -38,9 +38,35 @@ _TRUNCATED_LOCK = threading.Lock()
 def orientation(im: Image.Image) -> int:
     """The EXIF orientation tag (1 = upright) of an opened image, without decoding pixels."""
     try:
+        if im.format == "PNG" and im.tile and "exif" not in im.info and not _png_has_exif(im.fp):
+            return 1  # Pillow's getexif() would decode the whole PNG to look for an eXIf chunk after its pixels
         return int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
     except Exception:  # malformed EXIF must not make an otherwise fine image unreadable
         return 1
+
+
+def _png_has_exif(fp: Any) -> bool:
+    """Whether a PNG holds an eXIf chunk anywhere, read from its chunk headers alone (no pixel is decoded).
+
+    True when the chunk list cannot be read to its end (a damaged file): Pillow's own reading then decides.
+    """
+    if fp is None:
+        return True
+    start = fp.tell()
+    try:
+        fp.seek(8)  # the signature
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return True
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"eXIf":
+                return True
+            if kind == b"IEND":
+                return False
+            fp.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
+    finally:
+        fp.seek(start)
 
 
 def oriented_size(im: Image.Image) -> tuple[int, int]:
