@@ -55,6 +55,8 @@ def test_config_file_then_overrides(tmp_path):
         load_config(overrides=["epoch=3"])
     with pytest.raises(ConfigError, match="multiple of 32"):
         load_config(overrides=["imgsz=300"])
+    with pytest.raises(ConfigError, match="-1x-1 must be positive"):  # no "try 32x32" for a negative size
+        load_config(overrides=["imgsz=-1"])
     with pytest.raises(ConfigError, match="train.lr"):
         load_config(overrides=["lr=-1"])
 

@@ -270,7 +270,9 @@ def size_text(v: Any) -> Any:
 
 
 def size_multiple(v: tuple[int, int] | None) -> tuple[int, int] | None:
-    if v is not None and any(s <= 0 or s % STRIDE for s in v):
+    if v is not None and any(s <= 0 for s in v):
+        raise ValueError(f"image size {v[0]}x{v[1]} must be positive, a multiple of {STRIDE} on both sides")
+    if v is not None and any(s % STRIDE for s in v):
         raise ValueError(
             f"image size {v[0]}x{v[1]} is not a multiple of {STRIDE} on both sides "
             f"(MobileNetV2 downsamples by {STRIDE}); try {_round32(v[0])}x{_round32(v[1])}"
