@@ -105,20 +105,15 @@ class EpochTally:
     Args:
         num_classes: classes of the confusion matrix.
         ignore_index: target value left out of the train metrics.
-        state: a saved :meth:`state_dict` to start from; ``carry_counts=False`` keeps only its seconds (DDP ranks
-            other than the first: the saved sums are already those of every rank).
+        carried: a saved :meth:`state_dict` the epoch goes on from. Its sums are already those of every rank, so
+            each rank adds them once, after :meth:`reduce` has summed this session's steps.
     """
 
-    def __init__(
-        self, num_classes: int, ignore_index: int, state: dict[str, Any] | None = None, carry_counts: bool = True
-    ) -> None:
+    def __init__(self, num_classes: int, ignore_index: int, carried: dict[str, Any] | None = None) -> None:
         self.cm = ConfusionMatrix(num_classes, ignore_index)
-        self.loss_sum, self.seen, self._before = 0.0, 0, 0.0
-        if state:
-            self._before = float(state["seconds"])
-            if carry_counts:
-                self.loss_sum, self.seen = float(state["loss_sum"]), int(state["seen"])
-                self.cm.mat += torch.as_tensor(state["confusion"], dtype=torch.int64)
+        self.loss_sum, self.seen = 0.0, 0
+        self._carried = carried
+        self._before = float(carried["seconds"]) if carried else 0.0
         self._start = time.perf_counter()
 
     def update(self, loss: float, target: torch.Tensor, pred: torch.Tensor) -> None:
@@ -128,14 +123,26 @@ class EpochTally:
         self.cm.update(target, pred)
 
     @property
+    def elapsed(self) -> float:
+        """Seconds since this tally started: this session's share of the epoch."""
+        return time.perf_counter() - self._start
+
+    @property
     def seconds(self) -> float:
-        return self._before + time.perf_counter() - self._start
+        """The epoch's seconds so far, those before a resume included."""
+        return self._before + self.elapsed
 
     def reduce(self) -> None:
-        """Sum the loss, count and matrix over all DDP ranks (a collective: every rank calls it)."""
+        """Sum the loss, count and matrix over all DDP ranks (a collective: every rank calls it), then add the
+        figures carried over from before a resume."""
         totals = all_reduce(torch.tensor([self.loss_sum, self.seen], dtype=torch.float64))
         self.loss_sum, self.seen = totals[0].item(), int(totals[1].item())
         self.cm.reduce_from_all_processes()
+        if self._carried:
+            self.loss_sum += float(self._carried["loss_sum"])
+            self.seen += int(self._carried["seen"])
+            self.cm.mat += torch.as_tensor(self._carried["confusion"], dtype=torch.int64)
+            self._carried = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"loss_sum": self.loss_sum, "seen": self.seen, "seconds": self.seconds, "confusion": self.cm.mat}

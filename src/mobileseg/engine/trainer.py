@@ -307,9 +307,8 @@ class Trainer:
         cfg = self.cfg
         net.train()
         loader = self._train_loader(epoch, skip)
-        # A resumed epoch goes on from the figures saved with the exact position (rank 0 holds every rank's sums).
-        carried = self.resumed_tally if skip else None
-        tally = EpochTally(self.spec.num_classes, self.spec.ignore_index, carried, carry_counts=self.dist.main)
+        # A resumed epoch goes on from the figures saved with the exact position.
+        tally = EpochTally(self.spec.num_classes, self.spec.ignore_index, self.resumed_tally if skip else None)
         step = skip
         bar = tqdm(
             loader,
@@ -343,7 +342,7 @@ class Trainer:
                 self.ema.update(self.model)
             step += 1
             tally.update(loss.item(), targets, logits_to_pred(logits.detach()))
-            img_s = tally.seen * self.dist.world_size / tally.seconds
+            img_s = tally.seen * self.dist.world_size / tally.elapsed
             bar.set_postfix(loss=f"{tally.loss_sum / tally.seen:.4f}", img_s=f"{img_s:.1f}")
             if self._stop_requested():
                 tally.reduce()
