@@ -94,6 +94,22 @@ def test_corrupt_files_are_skipped_and_named(binary_ckpt, images, tmp_path, caps
     assert "notes.jpg" in err and "truncated.jpg" in err and "2 input(s) skipped" in err
 
 
+def test_a_source_with_no_readable_image_is_an_error(binary_ckpt, tmp_path, capsys):
+    """Skipping is for the odd bad file: when nothing could be predicted the command fails (exit status 1) and
+    names every file, instead of reporting success with no output."""
+    from mobileseg.cli import main
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("not a JPEG")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(mobileseg.data.DataError, match=r"none of the 2 image\(s\)"):
+        mobileseg.predict(weights=str(binary_ckpt), source=str(folder), out=str(tmp_path / "o"), verbose=False)
+    rc = main(["predict", f"weights={binary_ckpt}", f"source={folder}", f"out={tmp_path / 'o2'}", "threads=1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "mobileseg predict: error: none of the 2" in err and "a.jpg" in err and "b.png" in err
+
+
 def test_batched_folder_predict_equals_one_by_one(binary_ckpt, tmp_path):
     """Batches of 4 (images of different sizes, the next batch decoded in a thread) give the masks of predicting
     each image alone, exactly in fp32 (probabilities to float rounding: the conv kernels sum in a batch-dependent

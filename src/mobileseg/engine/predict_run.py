@@ -1,7 +1,8 @@
 """``mobileseg predict`` on files: which images a ``source`` names, and writing each image's results.
 
 Each image's files are written as soon as it is predicted and ``predictions.csv`` row by row, so a crash or
-Ctrl-C keeps what was done. An unreadable image is reported and skipped, never fatal.
+Ctrl-C keeps what was done. An unreadable image is reported and skipped; only a source whose every image
+is unreadable is an error.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def predict_files(
 
     Raises:
         MissingFileError: ``source`` names no image.
+        DataError: every image it names is unreadable (some unreadable ones are skipped, as warnings).
     """
     from tqdm import tqdm
 
@@ -190,9 +192,11 @@ def predict_files(
         writer.close()
     seconds = time.perf_counter() - start
     rate = len(results) / seconds if seconds > 0 else math.nan
+    lines = "\n".join(f"  {entry}: {reason}" for entry, reason in skipped)
+    if not results:  # a run that wrote nothing must not end like one that worked (exit status 0 in scripts)
+        raise DataError(f"none of the {len(files)} image(s) in {source} could be read:\n{lines}")
     log(f"{len(results)} images predicted in {seconds:.1f} s ({rate:.1f} images/s)")
     if skipped:
-        lines = "\n".join(f"  {entry}: {reason}" for entry, reason in skipped)
         warn(f"{len(skipped)} input(s) skipped:\n{lines}")
     log(f"Results saved to {save_dir}")
     return PredictRun(results, save_dir, skipped, seconds)
