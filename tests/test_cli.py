@@ -82,6 +82,24 @@ def test_errors_are_one_readable_line(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["predict", "test", "export", "benchmark", "serve"])
+def test_a_run_folder_given_as_weights_points_to_its_best_pt(command, tmp_path, capsys):
+    """``weights=runs/train/exp`` (the folder, not the file) is the usual slip: every command that reads a model
+    says which file was meant, instead of "not found" for a folder that exists or "not a file"."""
+    from helpers import make_checkpoint
+
+    run = tmp_path / "exp"
+    (run / "weights").mkdir(parents=True)
+    best = make_checkpoint(run / "weights" / "best.pt")
+    assert main([command, f"weights={run}", f"source={tmp_path}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{run} is a folder, not a model file: did you mean weights={best}?" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([command, f"weights={empty}", f"source={tmp_path}"]) == 1
+    assert "is a folder without config.json or model.safetensors" in capsys.readouterr().err
+
+
 def test_check_data_exit_code_and_file_named(tmp_path):
     from helpers import make_shapes_dataset
 

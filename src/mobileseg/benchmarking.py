@@ -43,6 +43,7 @@ from mobileseg.deploy.samples import open_dataset, source_images, split_images
 from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import cpu_has_native_bf16, increment_path, setup_threads
 from mobileseg.errors import ConfigError, MissingFileError
+from mobileseg.models.hub import check_model_path
 from mobileseg.models.model_file import ModelInfo, load_model
 from mobileseg.timing import BenchmarkRow, Candidate, cpu_model, load_average, measure_interleaved
 
@@ -154,9 +155,9 @@ def benchmark(
     rt = cfg.runtime
     if not rt.weights:
         raise ConfigError("no model given: pass weights=<best.pt or model.onnx>")
-    weights = Path(rt.weights)
+    weights = check_model_path(rt.weights)
     if not weights.is_file():
-        raise MissingFileError(f"model file not found: {weights}")
+        raise MissingFileError(f"{weights} is a pretrained folder: benchmark times a checkpoint (best.pt)")
     log = print if rt.verbose else (lambda *a, **k: None)
 
     threads = setup_threads(rt.threads)

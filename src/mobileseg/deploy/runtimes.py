@@ -29,8 +29,8 @@ from mobileseg.config import Config, default_threads
 from mobileseg.engine.inference_mode import resolve_settings
 from mobileseg.engine.predictor import Predictor
 from mobileseg.engine.runtime import autocast_dtype, precision_name, setup_threads
-from mobileseg.errors import MissingFileError, WeightsError
-from mobileseg.models.hub import is_pretrained_dir
+from mobileseg.errors import WeightsError
+from mobileseg.models.hub import check_model_path
 from mobileseg.models.model_file import ModelInfo, load_model
 
 TORCHSCRIPT_SUFFIXES = (".torchscript", ".ts", ".jit")
@@ -190,12 +190,10 @@ def open_model(
     file through ``torch.compile`` (see :class:`TorchBackend`).
 
     Raises:
-        MissingFileError: the file does not exist.
+        MissingFileError: the file does not exist, or is a folder but not a pretrained one.
         WeightsError: unreadable, corrupt, or without mobileseg metadata.
     """
-    path = Path(weights).expanduser()
-    if not path.is_file() and not is_pretrained_dir(path):
-        raise MissingFileError(f"model file not found: {path}")
+    path = check_model_path(weights)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         backend = OnnxBackend(path, threads, device)

@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mobileseg.errors import MissingFileError
+
 from .hub_config import CONFIG_NAME, WEIGHTS_NAME, build_config, load_pretrained_info, validate_config
 from .model_card import model_card
 from .weights import WeightsError
@@ -157,6 +159,32 @@ def is_pretrained_dir(path: str | os.PathLike[str]) -> bool:
     """
     p = Path(path).expanduser()
     return p.is_dir() and (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+def check_model_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if it is a file or a pretrained folder; else a :class:`MissingFileError` that says what it is.
+
+    A run folder is the usual slip (``weights=runs/train/exp``): the message names the ``best.pt`` inside it.
+
+    Example:
+        >>> check_model_path("runs/train/no-such-run")
+        Traceback (most recent call last):
+        ...
+        mobileseg.errors.MissingFileError: model file not found: runs/train/no-such-run
+    """
+    p = Path(path).expanduser()
+    if p.is_file() or is_pretrained_dir(p):
+        return p
+    if not p.is_dir():
+        raise MissingFileError(f"model file not found: {p}")
+    inside = next((c for c in (p / "weights" / "best.pt", p / "best.pt") if c.is_file()), None)
+    if inside is not None:
+        raise MissingFileError(f"{p} is a folder, not a model file: did you mean weights={inside}?")
+    lacking = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+    raise MissingFileError(
+        f"{p} is a folder without {' or '.join(lacking)}: pass a model file (best.pt, .onnx, .torchscript, .pte, "
+        f".tflite) or a folder written by save_pretrained"
+    )
 
 
 def resolve_pretrained(

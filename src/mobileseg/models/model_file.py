@@ -36,7 +36,7 @@ from mobileseg.errors import WeightsError
 from mobileseg.palette import default_palette
 
 from .checkpoint import load_checkpoint
-from .hub import is_pretrained_dir, load_pretrained
+from .hub import check_model_path, is_pretrained_dir, load_pretrained
 from .segmenter import Segmenter
 
 PREPROCESSING = "RGB (or in_channels bands) float [0,1], NCHW, normalisation inside the model"
@@ -178,10 +178,12 @@ def load_model(
     ``save_pretrained`` (config.json + model.safetensors), or an already loaded checkpoint dict.
 
     Raises:
+        MissingFileError: no such file, or a folder that is not a pretrained one (see :func:`check_model_path`).
         WeightsError: the file is unreadable, not a mobileseg checkpoint, or inconsistent.
     """
     where = source or (None if isinstance(path, Mapping) else str(path))
-    if not isinstance(path, Mapping) and is_pretrained_dir(path):  # a Hub-style folder (save_pretrained)
+    # A Hub-style folder (save_pretrained) is read through safetensors; anything else must be a file.
+    if not isinstance(path, Mapping) and is_pretrained_dir(check_model_path(path)):
         path = load_pretrained(path)
     ckpt = load_checkpoint(path, where)
     model = Segmenter.from_checkpoint(ckpt, map_location=map_location, source=where or "checkpoint")
