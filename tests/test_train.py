@@ -20,7 +20,7 @@ from PIL import Image
 
 import mobileseg
 from mobileseg.data import DataError
-from mobileseg.errors import NonFiniteLossError
+from mobileseg.errors import MissingFileError, NonFiniteLossError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import load_checkpoint
 
@@ -130,7 +130,9 @@ def test_resume_continues_epoch_count_and_schedule(shapes, tmp_path):
     # A seed other than the default: the resumed run must keep the run's seed, not take the command's default.
     full = mobileseg.train(data=str(shapes), epochs=3, project=str(tmp_path), name="full", seed=7, **FAST)
     stopped = _train_until_epoch(shapes, tmp_path / "stopped", 3, 1, "seed=7")
-    resumed = mobileseg.train(resume=str(stopped / "weights" / "last.pt"), verbose=False)
+    with pytest.raises(MissingFileError, match="is a folder without weights/last.pt"):
+        mobileseg.train(resume=str(tmp_path), verbose=False)
+    resumed = mobileseg.train(resume=str(stopped), verbose=False)  # the run folder: its weights/last.pt
     assert yaml.safe_load((resumed.save_dir / "args.yaml").read_text())["runtime"]["seed"] == 7
     assert resumed.save_dir.resolve() == stopped.resolve()
     rows, ref = read_results(stopped), read_results(full.save_dir)

@@ -171,7 +171,7 @@ class TrainConfig(Section):
     best: Literal["val", "last"] = Field(
         "val", description="what weights/best.pt holds: val = the epoch of the highest val IoU; last = the final epoch"
     )
-    resume: str | None = Field(None, description="path to weights/last.pt of the run to continue")
+    resume: str | None = Field(None, description="the run to continue: its weights/last.pt, or the run folder")
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")
     plot_every: int = Field(1, ge=1, description="refresh plots every N epochs")
 

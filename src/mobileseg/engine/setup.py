@@ -69,11 +69,25 @@ def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     return autocast_dtype(device, cfg.train.amp)
 
 
+def resume_path(resume: str | Path) -> str:
+    """The checkpoint ``resume=`` names: a file, or a run folder (or its ``weights/``), meaning its ``last.pt``.
+
+    Resuming always continues from ``last.pt`` (``best.pt`` may be epochs behind), so a folder is unambiguous.
+    """
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        last = next((c for c in (path / "weights" / "last.pt", path / "last.pt") if c.is_file()), None)
+        if last is None:
+            raise MissingFileError(f"resume: {path} is a folder without weights/last.pt or last.pt")
+        return str(last)
+    if not path.is_file():
+        raise MissingFileError(f"resume: checkpoint not found: {path}")
+    return str(path)
+
+
 def resume_config(cfg: Config) -> tuple[Config, dict[str, Any]]:
     """The resumed run's saved config; runtime settings but the seed from ``cfg``; an explicit ``epochs`` counts."""
-    resume = cfg.train.resume
-    if not Path(resume).is_file():
-        raise MissingFileError(f"resume: checkpoint not found: {resume}")
+    resume = resume_path(cfg.train.resume)
     ckpt = load_checkpoint(resume)
     if not ckpt.get("config") or "optimizer" not in ckpt:
         raise TrainingError(f"resume: {resume} holds no training state (resume from weights/last.pt)")
