@@ -148,6 +148,21 @@ def test_list_file_and_glob_sources(images, tmp_path):
         resolve_source(str(tmp_path / "nothing-here"))
 
 
+def test_list_entries_are_read_beside_the_list_first(images, tmp_path, monkeypatch):
+    """A relative entry names the file beside the list, even when the working directory has one of that name
+    (then the working directory, for lists written relative to where they are run)."""
+    lists, elsewhere = tmp_path / "lists", tmp_path / "cwd"
+    lists.mkdir()
+    elsewhere.mkdir()
+    (lists / "a.png").write_bytes((images / "gray.png").read_bytes())
+    (elsewhere / "a.png").write_bytes((images / "rgba.png").read_bytes())
+    (elsewhere / "b.png").write_bytes((images / "rgba.png").read_bytes())
+    (lists / "list.txt").write_text("a.png\nb.png\n")
+    monkeypatch.chdir(elsewhere)
+    files, missing = resolve_source(str(lists / "list.txt"))
+    assert files == [lists / "a.png", Path("b.png")] and not missing
+
+
 def test_tta_differs_but_keeps_size(binary_ckpt, images):
     plain = load_predictor(binary_ckpt, threads=1).predict_image(images / "gray.png")
     tta = load_predictor(binary_ckpt, tta=True, threads=1).predict_image(images / "gray.png")

@@ -60,8 +60,8 @@ def resolve_source(source: str | Path | Sequence[str | Path]) -> tuple[list[Path
             if not entry or entry.startswith("#"):
                 continue
             candidate = Path(entry).expanduser()
-            if not candidate.is_absolute() and not candidate.exists():
-                candidate = path.parent / candidate
+            if not candidate.is_absolute() and (path.parent / candidate).exists():
+                candidate = path.parent / candidate  # a list travels with its images, wherever it is run from
             f, m = _one_file(candidate)
             files += f
             missing += [(entry, reason) for _, reason in m]
