@@ -22,7 +22,7 @@ from mobileseg.engine.predictor import warn
 from mobileseg.engine.runtime import Dist, autocast_dtype, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
 from mobileseg.models import Segmenter
-from mobileseg.models.checkpoint import load_checkpoint
+from mobileseg.models.checkpoint import load_checkpoint, run_checkpoint
 from mobileseg.models.segmenter import set_normalization
 from mobileseg.models.weights import is_pretrained
 
@@ -76,7 +76,7 @@ def resume_path(resume: str | Path) -> str:
     """
     path = Path(resume).expanduser()
     if path.is_dir():
-        last = next((c for c in (path / "weights" / "last.pt", path / "last.pt") if c.is_file()), None)
+        last = run_checkpoint(path, "last.pt")
         if last is None:
             raise MissingFileError(f"resume: {path} is a folder without weights/last.pt or last.pt")
         return str(last)

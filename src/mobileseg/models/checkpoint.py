@@ -148,6 +148,18 @@ def _is_disk_full(error: BaseException, folder: Path) -> bool:
     return False
 
 
+def run_checkpoint(folder: str | Path, name: str) -> Path | None:
+    """A training run's checkpoint ``name`` (``best.pt``, ``last.pt``) given its run folder or the ``weights/``
+    folder inside it; None when neither holds one. For arguments that name a folder where a file was meant.
+
+    Example:
+        >>> run_checkpoint("runs/train/no-such-run", "last.pt") is None
+        True
+    """
+    folder = Path(folder)
+    return next((c for c in (folder / "weights" / name, folder / name) if c.is_file()), None)
+
+
 def load_checkpoint(path: str | Path | Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
     """Load (safely, ``weights_only``) and validate a checkpoint; ``path`` may be an already loaded dict.
 

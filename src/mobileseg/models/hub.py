@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from mobileseg.errors import MissingFileError
 
+from .checkpoint import run_checkpoint
 from .hub_config import CONFIG_NAME, WEIGHTS_NAME, build_config, load_pretrained_info, validate_config
 from .model_card import model_card
 from .weights import WeightsError
@@ -177,7 +178,7 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
         return p
     if not p.is_dir():
         raise MissingFileError(f"model file not found: {p}")
-    inside = next((c for c in (p / "weights" / "best.pt", p / "best.pt") if c.is_file()), None)
+    inside = run_checkpoint(p, "best.pt")
     if inside is not None:
         raise MissingFileError(f"{p} is a folder, not a model file: did you mean weights={inside}?")
     lacking = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
