@@ -340,6 +340,38 @@ def test_decoder_channels_set_the_stage_widths_and_survive_checkpoints() -> None
         Segmenter(num_classes=1, decoder_channels=(64, 32, 16))
 
 
+def test_a_fifth_decoder_width_adds_a_full_resolution_stage_fed_by_the_image(tmp_path) -> None:
+    """``decoder_channels`` with 5 values: a last refine stage at the input size whose skip is the normalised image,
+    a head at full resolution (no bilinear upsampling of the logits), kept by checkpoints and exports."""
+    import mobileseg
+
+    model = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8, 8), in_channels=4).eval()
+    last = model.decoder.blocks[-1]
+    assert model.decoder.full_resolution and len(model.decoder.blocks) == 5
+    assert isinstance(last.skip, nn.Identity) and last.conv1[0].in_channels == 8 + 4  # 4 bands, unprojected
+    seen: list[torch.Tensor] = []
+    last.skip.register_forward_hook(lambda m, i, o: seen.append(o))
+    x = torch.rand(2, 4, 64, 96)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 1, 64, 96)
+    assert torch.allclose(seen[0], (x - model.mean) / model.std)  # the stage's skip is the image itself
+    four = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8), in_channels=4)
+    assert model.summary(64)["gflops"] > four.summary(64)["gflops"]
+    ckpt = model.to_checkpoint(names=["bg", "fg"], imgsz=(64, 96))
+    loaded = Segmenter.from_checkpoint(ckpt).eval()
+    assert loaded.init_args["decoder_channels"] == [40, 24, 16, 8, 8]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+    assert load_config(overrides=["decoder_channels=64,32,16,8,8"]).model.decoder_channels == (64, 32, 16, 8, 8)
+    with pytest.raises(ValueError, match="decoder_channels"):
+        Segmenter(num_classes=1, decoder="tutorial", decoder_channels=(64, 32, 16, 8, 8))
+    rgb = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8, 8)).eval()
+    torch.save(rgb.to_checkpoint(names=["bg", "fg"], imgsz=(64, 64)), tmp_path / "best.pt")
+    result = mobileseg.export(weights=str(tmp_path / "best.pt"), verbose=False, threads=1)
+    assert result.parity.ok and result.parity.max_abs_diff <= 1e-4  # ONNX (BatchNorm folded) matches PyTorch
+
+
 def test_refine_checkpoints_without_decoder_channels_keep_their_widths() -> None:
     """Refine files written before ``decoder_channels`` existed had 256-128-64-32, whatever today's default is."""
     old = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=LEGACY_REFINE_CHANNELS).eval()

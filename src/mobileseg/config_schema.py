@@ -68,12 +68,23 @@ class ModelConfig(Section):
         description="refine = bilinear upsampling + two 3x3 convs after each skip (default: no edge/grid defect, "
         "better on thin structures); tutorial = the TF tutorial's transposed convs",
     )
-    decoder_channels: tuple[int, int, int, int] | None = Field(
+    decoder_channels: tuple[int, ...] | None = Field(
         None,
         description="filters of the decoder's 4 stages, deepest first (empty = the decoder's default: refine "
-        "256,128,64,32; tutorial 512,256,128,64)",
+        "256,128,64,32; tutorial 512,256,128,64); refine takes a 5th for a full-resolution stage (e.g. ...,16)",
     )
     kernel_size: int = Field(3, ge=2, le=7, description="kernel of the tutorial decoder's transposed convolutions")
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _stage_count(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(v) not in (4, 5) or min(v) < 1):
+            raise ValueError(
+                "needs 4 positive comma-separated values, e.g. decoder_channels=256,128,64,32 (a 5th adds "
+                "the refine decoder's full-resolution stage)"
+            )
+        return v
+
     decoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the tutorial decoder's upsample blocks")
     freeze_encoder: bool = Field(False, description="train the decoder only (the TF tutorial's setting)")
     freeze_bn: bool = Field(False, description="keep the encoder's BatchNorm statistics fixed")

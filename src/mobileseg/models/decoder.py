@@ -161,7 +161,7 @@ class Pix2PixDecoder(nn.Module):
 
 
 REFINE_FILTERS: tuple[int, ...] = (256, 128, 64, 32)
-REFINE_SKIP_FILTERS: tuple[int, ...] = (64, 48, 32, 24)  # the skips' 1x1 projections, deepest first
+REFINE_SKIP_FILTERS: tuple[int | None, ...] = (64, 48, 32, 24, None)  # the skips' 1x1 projections, deepest first
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:
@@ -191,17 +191,18 @@ class RefineBlock(nn.Module):
         in_channels: channels of the coarser input.
         skip_channels: channels of the encoder skip concatenated after the upsampling.
         out_channels: filters of both refinement convs.
-        skip_out: channels the skip is projected to before the concatenation.
+        skip_out: channels the skip is projected to before the concatenation; None concatenates it as it is
+            (the full-resolution stage's skip, the normalised image: a ReLU would cut its negative half).
 
     Example:
         >>> RefineBlock(320, 576, 256, 64)(torch.zeros(1, 320, 7, 7), torch.zeros(1, 576, 14, 14)).shape
         torch.Size([1, 256, 14, 14])
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, skip_out: int) -> None:
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, skip_out: int | None) -> None:
         super().__init__()
-        self.skip = conv_bn_relu(skip_channels, skip_out, kernel_size=1)
-        self.conv1 = conv_bn_relu(in_channels + skip_out, out_channels)
+        self.skip = nn.Identity() if skip_out is None else conv_bn_relu(skip_channels, skip_out, kernel_size=1)
+        self.conv1 = conv_bn_relu(in_channels + (skip_channels if skip_out is None else skip_out), out_channels)
         self.conv2 = conv_bn_relu(out_channels, out_channels)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
@@ -219,11 +220,17 @@ class RefineDecoder(nn.Module):
     logits' smoothness). Narrower filters than the tutorial's 512-64 and the skips' 1x1 projections keep the cost
     close to the tutorial's although every stage now has two convolutions (see the README's decoder table).
 
+    A fifth filter count adds a **full-resolution stage** (smp's U-Net has one too): it upsamples to the input
+    size, concatenates the normalised image itself as its skip (the only full-resolution detail there is: a
+    1-3 px pole is half a pixel wide at 1/2 resolution) and refines with two 3x3 convs before a full-resolution
+    head. Its forward then takes the image as ``features[0]``, before the encoder's five maps.
+
     Args:
         encoder_channels: channels of the encoder features, shallow to deep (5 values; the last is the input).
         num_classes: output channels (1 = binary logits).
-        filters: filters of the stages, deepest first; one per skip.
-        skip_filters: channels each skip is projected to (1x1 conv), deepest first.
+        filters: filters of the stages, deepest first; one per skip (4), or 5 with the full-resolution stage.
+        skip_filters: channels each skip is projected to (1x1 conv), deepest first; None = not projected.
+        input_channels: channels of the image, the full-resolution stage's skip.
 
     Example:
         >>> dec = RefineDecoder((96, 144, 192, 576, 320), num_classes=3)
@@ -237,18 +244,23 @@ class RefineDecoder(nn.Module):
         encoder_channels: Sequence[int],
         num_classes: int = 1,
         filters: Sequence[int] = REFINE_FILTERS,
-        skip_filters: Sequence[int] = REFINE_SKIP_FILTERS,
+        skip_filters: Sequence[int | None] = REFINE_SKIP_FILTERS,
+        input_channels: int = 3,
     ) -> None:
         super().__init__()
         self.encoder_channels = tuple(int(c) for c in encoder_channels)
-        if len(self.encoder_channels) != len(filters) + 1:
+        self.full_resolution = len(filters) == len(self.encoder_channels)
+        if len(filters) not in (len(self.encoder_channels) - 1, len(self.encoder_channels)):
             raise ValueError(
-                f"need one filter count per skip: {len(self.encoder_channels)} encoder features, {len(filters)} filters"
+                f"need one filter count per skip (plus one for a full-resolution stage): "
+                f"{len(self.encoder_channels)} encoder features, {len(filters)} filters"
             )
         skips = self.encoder_channels[-2::-1]  # deepest skip first
+        if self.full_resolution:
+            skips = (*skips, int(input_channels))
         blocks = []
         in_ch = self.encoder_channels[-1]
-        for out_ch, skip_ch, skip_out in zip(filters, skips, skip_filters, strict=True):
+        for out_ch, skip_ch, skip_out in zip(filters, skips, skip_filters[: len(filters)], strict=True):
             blocks.append(RefineBlock(in_ch, skip_ch, out_ch, skip_out))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
@@ -292,10 +304,15 @@ class RefineDecoder(nn.Module):
             self.head.bias.fill_(math.log(p / (1 - p)))
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
-        """Decode encoder features (shallow to deep) into logits at twice the shallowest feature's size."""
+        """Decode encoder features (shallow to deep) into logits at twice the shallowest feature's size.
+
+        With the full-resolution stage, ``features[0]`` is the normalised image and the logits come at its size.
+        """
         x = features[-1]
         for block, skip in zip(self.blocks, features[-2::-1], strict=True):
             x = block(x, skip)
+        if self.full_resolution:
+            return self.head(x)
         h, w = features[0].shape[-2:]
         return nn.functional.interpolate(self.head(x), size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
 
@@ -317,20 +334,24 @@ def build_decoder(
     kernel_size: int = 3,
     dropout: float = 0.0,
     channels: Sequence[int] | None = None,
+    input_channels: int = 3,
 ) -> nn.Module:
     """The decoder named by the ``decoder`` setting: ``'refine'`` (default) or ``'tutorial'`` (the TF tutorial's).
 
     ``kernel_size`` and ``dropout`` shape the tutorial's transposed-conv blocks; the refine decoder has neither.
     ``channels``: the filters of the four stages, deepest first (``decoder_channels``; smp's name); None = the
-    decoder's own default (:func:`default_channels`).
+    decoder's own default (:func:`default_channels`). The refine decoder takes a fifth value for a
+    full-resolution stage whose skip is the image (``input_channels`` channels).
 
     Example:
         >>> type(build_decoder("tutorial", (96, 144, 192, 576, 320), 1)).__name__
         'Pix2PixDecoder'
     """
     filters = tuple(channels) if channels is not None else default_channels(name)
-    if len(filters) != 4 or any(int(f) != f or f < 1 for f in filters):
-        raise ValueError(f"decoder_channels must be 4 positive integers (deepest stage first), got {list(filters)}")
+    counts = (4, 5) if name == "refine" else (4,)
+    if len(filters) not in counts or any(int(f) != f or f < 1 for f in filters):
+        what = "4 positive integers (or 5: a full-resolution stage last)" if name == "refine" else "4 positive integers"
+        raise ValueError(f"decoder_channels of '{name}' must be {what}, deepest stage first; got {list(filters)}")
     if name == "refine":
-        return RefineDecoder(encoder_channels, num_classes, filters=filters)
+        return RefineDecoder(encoder_channels, num_classes, filters=filters, input_channels=input_channels)
     return Pix2PixDecoder(encoder_channels, num_classes, filters=filters, kernel_size=kernel_size, dropout=dropout)

@@ -119,8 +119,9 @@ class Segmenter(nn.Module):
             (:func:`~mobileseg.models.encoder.adapt_first_conv`) and take their ``mean``/``std`` from the train
             split (:func:`set_normalization`); checkpoints without this entry are RGB models.
         decoder_channels: filters of the decoder's four stages, deepest first (smp's ``decoder_channels``);
-            None = the decoder's default. Stored resolved, so checkpoints rebuild with the widths they were
-            trained with; refine checkpoints without this entry have (256, 128, 64, 32).
+            a fifth adds the refine decoder's full-resolution stage; None = the decoder's default. Stored
+            resolved, so checkpoints rebuild with the widths they were trained with; refine checkpoints without
+            this entry have (256, 128, 64, 32).
 
     Attributes:
         num_classes: output channels. binary: ``num_classes == 1``.
@@ -183,6 +184,7 @@ class Segmenter(nn.Module):
             kernel_size=kernel_size,
             dropout=decoder_dropout,
             channels=self.init_args["decoder_channels"],
+            input_channels=self.in_channels,
         )
         self.set_encoder_frozen(freeze_encoder)
         self.train(self.training)  # apply freeze_bn from the start
@@ -205,12 +207,17 @@ class Segmenter(nn.Module):
             )
 
     def encode(self, x: Tensor) -> list[Tensor]:
-        """Normalise RGB in [0, 1] and return the encoder's five feature maps (strides 2..32)."""
+        """Normalise RGB in [0, 1] and return the encoder's five feature maps (strides 2..32).
+
+        A decoder with a full-resolution stage also gets the normalised image, first (its skip).
+        """
         # Under tracing/export, shapes may be symbolic; the check is for eager users and would only add guards.
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self.check_input(x)
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.encoder((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        features = self.encoder(x)
+        return [x, *features] if getattr(self.decoder, "full_resolution", False) else features
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(N, num_classes, H, W)`` for input ``(N, in_channels, H, W)`` in [0, 1] (RGB by default)."""
