@@ -11,6 +11,7 @@ from mobileseg.config import ModelConfig, load_config
 from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, RefineDecoder, Segmenter
 from mobileseg.models.decoder import REFINE_FILTERS, same_padding_transpose
 from mobileseg.models.encoder import run_split_block
+from mobileseg.models.model_card import _decoder_line
 from mobileseg.models.segmenter import LEGACY_REFINE_CHANNELS
 
 # The TF "Image segmentation" tutorial's model.summary(): 6,504,227 total params (3 output classes, k=3).
@@ -363,6 +364,7 @@ def test_a_fifth_decoder_width_adds_a_full_resolution_stage_fed_by_the_image(tmp
     assert loaded.init_args["decoder_channels"] == [40, 24, 16, 8, 8]
     with torch.no_grad():
         assert torch.equal(loaded(x), y)
+    assert "full resolution" in _decoder_line(loaded.init_args)  # the model card says so
     assert load_config(overrides=["decoder_channels=64,32,16,8,8"]).model.decoder_channels == (64, 32, 16, 8, 8)
     with pytest.raises(ValueError, match="decoder_channels"):
         Segmenter(num_classes=1, decoder="tutorial", decoder_channels=(64, 32, 16, 8, 8))

@@ -85,4 +85,5 @@ def _decoder_line(args: dict[str, Any]) -> str:
     filters = f", stage filters {'-'.join(str(c) for c in widths)}" if widths else ""
     if decoder == "tutorial":
         return f"pix2pix decoder as in the tutorial (transposed convs, kernel {args.get('kernel_size', 3)}{filters})"
-    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs{filters})"
+    full = ", the last at full resolution on the image" if widths and len(widths) == 5 else ""
+    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs{filters}{full})"
