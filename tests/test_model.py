@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from mobileseg.config import ModelConfig, load_config
+from mobileseg.errors import ConfigError
 from mobileseg.models import MobileNetV2Encoder, Pix2PixDecoder, RefineDecoder, Segmenter
 from mobileseg.models.decoder import REFINE_FILTERS, same_padding_transpose
 from mobileseg.models.encoder import run_split_block
@@ -368,6 +369,8 @@ def test_a_fifth_decoder_width_adds_a_full_resolution_stage_fed_by_the_image(tmp
     assert load_config(overrides=["decoder_channels=64,32,16,8,8"]).model.decoder_channels == (64, 32, 16, 8, 8)
     with pytest.raises(ValueError, match="decoder_channels"):
         Segmenter(num_classes=1, decoder="tutorial", decoder_channels=(64, 32, 16, 8, 8))
+    with pytest.raises(ConfigError, match="need decoder=refine"):  # a one-line config error, not a traceback
+        load_config(overrides=["decoder=tutorial", "decoder_channels=64,32,16,8,8"])
     rgb = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8, 8)).eval()
     torch.save(rgb.to_checkpoint(names=["bg", "fg"], imgsz=(64, 64)), tmp_path / "best.pt")
     result = mobileseg.export(weights=str(tmp_path / "best.pt"), verbose=False, threads=1)

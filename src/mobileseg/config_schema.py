@@ -77,12 +77,14 @@ class ModelConfig(Section):
 
     @field_validator("decoder_channels")
     @classmethod
-    def _stage_count(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    def _stage_count(cls, v: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
         if v is not None and (len(v) not in (4, 5) or min(v) < 1):
             raise ValueError(
                 "needs 4 positive comma-separated values, e.g. decoder_channels=256,128,64,32 (a 5th adds "
                 "the refine decoder's full-resolution stage)"
             )
+        if v is not None and len(v) == 5 and info.data.get("decoder") == "tutorial":
+            raise ValueError("5 values (a full-resolution stage) need decoder=refine; decoder=tutorial takes 4")
         return v
 
     decoder_dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the tutorial decoder's upsample blocks")
