@@ -67,6 +67,7 @@ def test_config_file_then_overrides(tmp_path):
         (["train", "epoch=3"], "Did you mean 'epochs'"),
         (["train", "imgsz=100"], "multiple of 32"),
         (["test", "weights=missing.pt"], "missing.pt"),
+        (["test", "weights=missing.pt", "split=val"], "for the val split run 'mobileseg val split=val'"),
         (["check-data", "data=no/such/folder"], "no/such/folder"),
         (["frobnicate"], "unknown command"),
         (
