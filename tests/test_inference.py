@@ -205,6 +205,41 @@ def test_resize_mode_tta_changes_the_evaluated_probabilities_as_predict_does():
         assert torch.allclose(torch.sigmoid(both(x)), reference, atol=1e-5)
 
 
+def test_multi_scale_tta_runs_each_distinct_size_once_and_warns_when_scales_collapse():
+    """At 64 px, scales 0.75 and 1.25 round to 64 (multiples of 32): multi-scale TTA would silently be three
+    identical passes. Each distinct size now runs once, weighted by how many scales gave it (the same average),
+    and a warning names the sizes; at 224 px the three scales stay three sizes, without a warning."""
+    import warnings
+
+    from mobileseg.engine.inference import resize_tta
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 1, 3, padding=1)
+    seen: list[tuple[int, int]] = []
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape[-2:]))
+        return net(t)
+
+    with torch.no_grad():
+        x = torch.rand(1, 3, 64, 64)
+        with pytest.warns(UserWarning, match=r"give 1 distinct input size\(s\) at 64x64 \(64x64;"):
+            out = resize_tta(fn, x, (0.75, 1.0, 1.25))
+        assert seen == [(64, 64)] and torch.allclose(out, net(x), atol=1e-6)
+        seen.clear()
+        x = torch.rand(1, 3, 64, 96)  # 0.5 -> 32x64 (twice, from 0.5 and 0.6), 1.0 -> 64x96
+        with pytest.warns(UserWarning, match="give 2 distinct"):
+            out = resize_tta(fn, x, (0.5, 0.6, 1.0))
+        up = torch.nn.functional.interpolate
+        small = up(net(up(x, size=(32, 64), mode="bilinear")), size=(64, 96), mode="bilinear")
+        assert seen == [(32, 64), (64, 96)] and torch.allclose(out, (2 * small + net(x)) / 3, atol=1e-5)
+        seen.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resize_tta(fn, torch.rand(1, 3, 224, 224), (0.75, 1.0, 1.25))
+        assert seen == [(160, 160), (224, 224), (288, 288)]
+
+
 def test_test_with_tta_uses_it(tmp_path):
     """`mobileseg test tta=flip` reports different figures from tta=none on the same checkpoint."""
     from helpers import FAST, make_shapes_dataset

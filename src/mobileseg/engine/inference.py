@@ -273,15 +273,30 @@ def slide_image(
 
 def resize_tta(fn: WindowFn, batch: torch.Tensor, scales: Sequence[float] = (1.0,), multiple: int = 32) -> torch.Tensor:
     """Multi-scale TTA of the resize mode: ``fn`` on ``batch`` (N, 3, h, w) resized by each scale (sides rounded
-    to ``multiple``), outputs resized back bilinearly to (h, w) and averaged."""
+    to ``multiple``), outputs resized back bilinearly to (h, w) and averaged.
+
+    Scales that round to the same size (0.75 and 1.25 of 64 px both give 64 at a multiple of 32) run once and
+    count as often as they were given, so the average is the same for less work; a warning says so, since the
+    multi-scale part then does less than the scales suggest (or nothing, at small sizes)."""
     size = tuple(batch.shape[-2:])
-    total: torch.Tensor | None = None
+    sizes: dict[tuple[int, int], int] = {}
     for s in scales:
         at = scaled_size(size, s, multiple)
+        sizes[at] = sizes.get(at, 0) + 1
+    if len(sizes) < len(scales):
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes)
+        warnings.warn(
+            f"tta_scales {', '.join(f'{s:g}' for s in scales)} give {len(sizes)} distinct input size(s) at "
+            f"{size[0]}x{size[1]} ({shown}; sides are rounded to multiples of {multiple}): each runs once",
+            stacklevel=2,
+        )
+    total: torch.Tensor | None = None
+    for at, count in sizes.items():
         x = batch if at == size else F.interpolate(batch, size=at, mode="bilinear", align_corners=False)
         out = fn(x).float()
         if at != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        out = out * count if count > 1 else out
         total = out if total is None else total + out
     assert total is not None
     return total / len(scales)
