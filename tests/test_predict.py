@@ -14,6 +14,7 @@ from PIL import Image
 import mobileseg
 from mobileseg.deploy.runtimes import load_predictor
 from mobileseg.engine.predict_run import resolve_source
+from mobileseg.errors import MissingFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,6 +109,26 @@ def test_a_source_with_no_readable_image_is_an_error(binary_ckpt, tmp_path, caps
     rc = main(["predict", f"weights={binary_ckpt}", f"source={folder}", f"out={tmp_path / 'o2'}", "threads=1"])
     err = capsys.readouterr().err
     assert rc == 1 and "mobileseg predict: error: none of the 2" in err and "a.jpg" in err and "b.png" in err
+
+
+def test_a_folder_of_subfolders_says_how_to_reach_their_images(binary_ckpt, tmp_path):
+    """A folder is read one level deep; when its images sit in subfolders the error gives the recursive glob
+    that reads them, and that glob predicts every one (two with the same name in different subfolders keep
+    separate outputs)."""
+    root = tmp_path / "by_camera"
+    for sub in ("cam1", "cam2/day"):
+        make_images(root / sub)
+    kw = {"weights": str(binary_ckpt), "verbose": False, "threads": 1}
+    with pytest.raises(MissingFileError, match=r"subfolders hold images, which source='.*by_camera/\*\*/\*'"):
+        mobileseg.predict(source=str(root), out=str(tmp_path / "o"), **kw)
+    run = mobileseg.predict(source=str(root / "**" / "*"), out=str(tmp_path / "o2"), **kw)
+    assert len(run.results) == 2 * len(SIZES)
+    assert len(list((tmp_path / "o2").glob("*_mask.png"))) == 2 * len(SIZES)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MissingFileError) as e:
+        mobileseg.predict(source=str(empty), out=str(tmp_path / "o3"), **kw)
+    assert "recursive glob" not in str(e.value)
 
 
 def test_batched_folder_predict_equals_one_by_one(binary_ckpt, tmp_path):

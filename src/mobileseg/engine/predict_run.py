@@ -74,6 +74,17 @@ def resolve_source(source: str | Path | Sequence[str | Path]) -> tuple[list[Path
     raise MissingFileError(f"source not found: {text} (expected an image, a folder, a glob or a .txt list)")
 
 
+def _nested_hint(source: str | Path | Sequence[str | Path]) -> str:
+    """For a folder whose images sit in subfolders only (a folder is read one level deep, as a dataset's images/
+    folder is): the recursive glob that reaches them."""
+    if not isinstance(source, str | Path) or not Path(source).expanduser().is_dir():
+        return ""
+    nested = (p for p in Path(source).expanduser().rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if next(nested, None) is None:
+        return ""
+    return f"; its subfolders hold images, which source='{Path(source) / '**' / '*'}' reads (a recursive glob)"
+
+
 def _one_file(path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return ([path], []) if path.is_file() else ([], [(str(path), "file not found")])
 
@@ -171,7 +182,9 @@ def predict_files(
     for entry, reason in skipped:
         warn(f"skipped {entry}: {reason}")
     if not files:
-        raise MissingFileError(f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise MissingFileError(
+            f"no images found in {source} (looked for {', '.join(IMAGE_SUFFIXES)}){_nested_hint(source)}"
+        )
     save_dir.mkdir(parents=True, exist_ok=True)
     log(
         f"predict: {len(files)} images with {predictor.weights.name} (input {predictor.imgsz[0]}x"
