@@ -12,6 +12,7 @@ import yaml
 
 from mobileseg.cli import main, parse_args
 from mobileseg.config import ConfigError, load_config
+from mobileseg.errors import MissingFileError
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,6 +82,16 @@ def test_errors_are_one_readable_line(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_python_test_api_refuses_a_split_it_would_ignore(tmp_path):
+    """``mobileseg.test(split="val")`` once evaluated the test split and said nothing; now it names ``val``."""
+    import mobileseg
+
+    with pytest.raises(ConfigError, match="run 'mobileseg val split=val'"):
+        mobileseg.test(weights=str(tmp_path / "missing.pt"), split="val")
+    with pytest.raises(MissingFileError, match="missing.pt"):  # split=test is what test does: accepted
+        mobileseg.test(weights=str(tmp_path / "missing.pt"), split="test")
 
 
 @pytest.mark.parametrize("command", ["predict", "test", "export", "benchmark", "serve"])

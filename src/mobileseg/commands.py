@@ -45,8 +45,18 @@ def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> d
 
 
 def test(cfg: ConfigLike = None, **overrides: Any) -> dict[str, Any]:
-    """Evaluate ``weights`` on the held-out test split (``mobileseg test``)."""
+    """Evaluate ``weights`` on the held-out test split (``mobileseg test``); another ``split`` is an error."""
+    for key in ("split", "runtime.split"):  # taken out: val() gets the split as its own argument
+        check_test_split(overrides.pop(key, None))
     return val(cfg, "test", **overrides)
+
+
+def check_test_split(split: str | None) -> None:
+    """``test`` always evaluates the test split: a ``split`` it would ignore is refused, naming ``val``."""
+    if split not in (None, "", "test"):
+        raise ConfigError(
+            f"'mobileseg test' evaluates the test split; for the {split} split run 'mobileseg val split={split}'"
+        )
 
 
 test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
