@@ -94,6 +94,24 @@ def test_the_python_test_api_refuses_a_split_it_would_ignore(tmp_path):
         mobileseg.test(weights=str(tmp_path / "missing.pt"), split="test")
 
 
+def test_evaluating_the_train_split_writes_beside_val_reports_not_among_training_runs(tmp_path, one_thread):
+    """``val split=train`` once wrote its report to ``runs/train/exp``, a folder that looks like a training run
+    (without weights) and sits among them; it goes to ``runs/val/`` now, with the split in metrics.json."""
+    import json
+
+    from helpers import make_checkpoint, make_shapes_dataset
+
+    import mobileseg
+
+    data = make_shapes_dataset(tmp_path / "shapes", n=10)
+    kw = {"weights": str(make_checkpoint(tmp_path / "best.pt")), "data": str(data), "workers": 0, "threads": 1}
+    project = tmp_path / "runs"
+    out = mobileseg.val(split="train", project=str(project), verbose=False, **kw)
+    assert Path(out["save_dir"]) == project / "val" / "exp" and not (project / "train").exists()
+    assert json.loads((project / "val" / "exp" / "metrics.json").read_text())["split"] == "train"
+    assert Path(mobileseg.test(project=str(project), verbose=False, **kw)["save_dir"]) == project / "test" / "exp"
+
+
 @pytest.mark.parametrize("command", ["predict", "test", "export", "benchmark", "serve"])
 def test_a_run_folder_given_as_weights_points_to_its_best_pt(command, tmp_path, capsys):
     """``weights=runs/train/exp`` (the folder, not the file) is the usual slip: every command that reads a model

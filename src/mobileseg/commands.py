@@ -33,7 +33,8 @@ def train(cfg: ConfigLike = None, callbacks: Any = (), **overrides: Any) -> Trai
 def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Evaluate ``weights`` (a checkpoint or an exported file) on a split (default ``val``).
 
-    Writes ``runs/<split>/<name>/`` and returns the metrics with ``save_dir``. The dataset is the model's own
+    Writes ``runs/<split>/<name>/`` (``runs/val/<name>/`` for ``split="train"``: ``runs/train`` holds training
+    runs) and returns the metrics with ``save_dir``. The dataset is the model's own
     (see :func:`mobileseg.models.model_file.trained_data`); exported files need ``data=``. A checkpoint runs
     under bf16/fp16 autocast where it pays unless ``amp=false`` (recorded as ``precision`` in metrics.json).
     """

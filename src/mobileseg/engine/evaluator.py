@@ -205,10 +205,17 @@ def slide_setup(
     return NativeDataset(spec, split, settings.window or imgsz), net, 1
 
 
+def report_folder(split: str) -> str:
+    """The folder under ``project`` for a split's report: the split's name (``val``, ``test``), except ``train``,
+    whose name belongs to training runs; its report goes with the ``val`` command's."""
+    return "val" if split == "train" else split
+
+
 def evaluate_model(
     cfg: Config, model: Model, info: ModelInfo, ckpt: dict[str, Any], split: str, d: Dist, device: torch.device
 ) -> dict[str, Any]:
-    """Evaluate a loaded model on a split of its own dataset and write the report folder (``runs/<split>/<name>/``).
+    """Evaluate a loaded model on a split of its own dataset and write the report folder (``runs/<split>/<name>/``;
+    ``runs/val/<name>/`` for the train split, see :func:`report_folder`).
 
     The dataset is the one the model was trained on, split the same way (the recorded stems when the checkpoint
     has them): :func:`mobileseg.models.model_file.trained_data`; ``data=`` only relocates it. Exported files hold
@@ -250,7 +257,7 @@ def evaluate_model(
     out: dict[str, Any] = {"split": split, "images": len(spec.splits[split]), **result.metrics}
     if not d.main:
         return out
-    save_dir = increment_path(Path(cfg.runtime.project) / split, cfg.runtime.name, cfg.runtime.exist_ok)
+    save_dir = increment_path(Path(cfg.runtime.project) / report_folder(split), cfg.runtime.name, cfg.runtime.exist_ok)
     dataset, shown_model, _ = slide_setup(model, spec, split, info.imgsz, 1, settings, device, cfg.data.cache)
     write_report(save_dir, result, spec, dataset, shown_model, cfg, device, settings)
     card = update_model_card(cfg.runtime.weights, save_dir, result.metrics, result.per_class, spec, len(dataset), split)
