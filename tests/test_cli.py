@@ -110,6 +110,10 @@ def test_evaluating_the_train_split_writes_beside_val_reports_not_among_training
     assert Path(out["save_dir"]) == project / "val" / "exp" and not (project / "train").exists()
     assert json.loads((project / "val" / "exp" / "metrics.json").read_text())["split"] == "train"
     assert Path(mobileseg.test(project=str(project), verbose=False, **kw)["save_dir"]) == project / "test" / "exp"
+    with pytest.raises(ConfigError, match="'train', 'val' or 'test' \\(got 'tset'\\)"):
+        mobileseg.val(split="tset", project=str(project), **kw)
+    with pytest.raises(ConfigError, match="runtime.split: Input should be 'train', 'val' or 'test'"):
+        load_config(overrides=["split=tset"])
 
 
 @pytest.mark.parametrize("command", ["predict", "test", "export", "benchmark", "serve"])

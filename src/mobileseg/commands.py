@@ -39,10 +39,13 @@ def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> d
     under bf16/fp16 autocast where it pays unless ``amp=false`` (recorded as ``precision`` in metrics.json).
     """
     cfg = resolve_config(cfg, overrides)
+    split = split or cfg.runtime.split
+    if split not in ("train", "val", "test"):  # the config checks split=; the argument comes here directly
+        raise ConfigError(f"split must be 'train', 'val' or 'test' (got {split!r})")
     weights = _weights(cfg)
     d, device, threads = prepare(cfg.runtime)
     backend, info, ckpt = open_model(weights, device, threads, cfg.train.amp, cfg.predict.compile)
-    return evaluate_model(cfg, backend, info, ckpt, split or cfg.runtime.split, d, device)
+    return evaluate_model(cfg, backend, info, ckpt, split, d, device)
 
 
 def test(cfg: ConfigLike = None, **overrides: Any) -> dict[str, Any]:

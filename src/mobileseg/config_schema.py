@@ -243,7 +243,9 @@ class RuntimeConfig(Section):
     name: str | None = Field(None, description="run name; empty = exp, exp2, ...")
     exist_ok: bool = Field(False, description="reuse the run folder if it exists")
     weights: str | None = Field(None, description="checkpoint (.pt) or ONNX model to evaluate/predict/export")
-    split: str = Field("val", description="split evaluated by 'val' (train, val or test); 'test' always evaluates test")
+    split: Literal["train", "val", "test"] = Field(
+        "val", description="split evaluated by 'val'; 'test' always evaluates test"
+    )
     verbose: bool = Field(True, description="print progress and results")
     tensorboard: bool = Field(False, description="log metrics, plots and config to TensorBoard (in the run folder)")
     mlflow: bool = Field(False, description="log to MLflow: $MLFLOW_TRACKING_URI, else mlflow.db beside project/")
