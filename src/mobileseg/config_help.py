@@ -30,8 +30,8 @@ _INFERENCE = ("predict.infer", "predict.window", "predict.overlap", "predict.ble
               "predict.tta_scales", "data.train_scale")  # fmt: skip
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
-              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow", "predict.infer", "predict.overlap",
-              "predict.blend"),
+              "runtime.verbose", "runtime.tensorboard", "runtime.mlflow", "predict.infer", "predict.window",
+              "predict.overlap", "predict.blend"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
             *_RUN_FOLDER, "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
