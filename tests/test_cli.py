@@ -90,6 +90,8 @@ def test_the_python_test_api_refuses_a_split_it_would_ignore(tmp_path):
 
     with pytest.raises(ConfigError, match="run 'mobileseg val split=val'"):
         mobileseg.test(weights=str(tmp_path / "missing.pt"), split="val")
+    with pytest.raises(ConfigError, match=r"split must be 'train', 'val' or 'test' \(got 'tset'\)"):
+        mobileseg.test(weights=str(tmp_path / "missing.pt"), split="tset")
     with pytest.raises(MissingFileError, match="missing.pt"):  # split=test is what test does: accepted
         mobileseg.test(weights=str(tmp_path / "missing.pt"), split="test")
 

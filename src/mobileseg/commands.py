@@ -57,6 +57,8 @@ def test(cfg: ConfigLike = None, **overrides: Any) -> dict[str, Any]:
 
 def check_test_split(split: str | None) -> None:
     """``test`` always evaluates the test split: a ``split`` it would ignore is refused, naming ``val``."""
+    if split not in (None, "", "train", "val", "test"):
+        raise ConfigError(f"split must be 'train', 'val' or 'test' (got {split!r}); 'mobileseg test' evaluates test")
     if split not in (None, "", "test"):
         raise ConfigError(
             f"'mobileseg test' evaluates the test split; for the {split} split run 'mobileseg val split={split}'"
