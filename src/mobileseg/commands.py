@@ -12,6 +12,7 @@ from typing import Any
 
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import DataReport, check_dataset, resolve_dataset
+from mobileseg.data.spec import SPLITS
 from mobileseg.deploy.export import ExportResult
 from mobileseg.deploy.export import export as _export
 from mobileseg.deploy.runtimes import load_predictor, open_model
@@ -40,7 +41,7 @@ def val(cfg: ConfigLike = None, split: str | None = None, **overrides: Any) -> d
     """
     cfg = resolve_config(cfg, overrides)
     split = split or cfg.runtime.split
-    if split not in ("train", "val", "test"):  # the config checks split=; the argument comes here directly
+    if split not in SPLITS:  # the config checks split=; the argument comes here directly
         raise ConfigError(f"split must be 'train', 'val' or 'test' (got {split!r})")
     weights = _weights(cfg)
     d, device, threads = prepare(cfg.runtime)
@@ -55,17 +56,18 @@ def test(cfg: ConfigLike = None, **overrides: Any) -> dict[str, Any]:
     return val(cfg, "test", **overrides)
 
 
+test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
 def check_test_split(split: str | None) -> None:
     """``test`` always evaluates the test split: a ``split`` it would ignore is refused, naming ``val``."""
-    if split not in (None, "", "train", "val", "test"):
+    if split in (None, "", "test"):
+        return
+    if split not in SPLITS:
         raise ConfigError(f"split must be 'train', 'val' or 'test' (got {split!r}); 'mobileseg test' evaluates test")
-    if split not in (None, "", "test"):
-        raise ConfigError(
-            f"'mobileseg test' evaluates the test split; for the {split} split run 'mobileseg val split={split}'"
-        )
-
-
-test.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+    raise ConfigError(
+        f"'mobileseg test' evaluates the test split; for the {split} split run 'mobileseg val split={split}'"
+    )
 
 
 def check_data(cfg: ConfigLike = None, **overrides: Any) -> DataReport:
