@@ -84,6 +84,18 @@ def test_errors_are_one_readable_line(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_key_the_command_does_not_read_is_named_in_a_warning(tmp_path, capsys, monkeypatch):
+    """``predict imgsz=512`` is valid config that predict never reads: said once, before the command runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "imgsz=512", "--lr", "0.1", "conf=0.4", "weights=missing.pt", "source=x.png"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: imgsz, lr are not read by 'predict' and have no effect" in err
+    assert "missing.pt" in err  # the command still ran: the missing model is its own error
+    assert main(["test", "split=test", "batch=4", "weights=missing.pt"]) == 1
+    assert main(["check-data", "data=no/such", "mask_resize=nearest", "channels=1"]) == 1
+    assert "warning" not in capsys.readouterr().err  # keys these commands read (test's split=test included)
+
+
 def test_the_python_test_api_refuses_a_split_it_would_ignore(tmp_path):
     """``mobileseg.test(split="val")`` once evaluated the test split and said nothing; now it names ``val``."""
     import mobileseg

@@ -99,7 +99,7 @@ def test_serve_help_lists_serving_keys_only():
     assert {"weights", "host", "port", "token", "conf", "tta", "device", "threads"} <= shown
     assert not shown & set(TRAINING_KEYS), shown & set(TRAINING_KEYS)
     check = set(re.findall(r"^\s{4}(\w+)=", key_help("check-data"), re.M))
-    assert check == {"data", "preset", "imgsz", "split_ratios", "split_seed"}
+    assert check == {"data", "preset", "imgsz", "channels", "mask_resize", "split_ratios", "split_seed"}
 
 
 @pytest.mark.parametrize("command", list(COMMAND_KEYS))
@@ -123,3 +123,5 @@ def test_keys_a_command_does_not_read_are_found():
     assert unread_keys("serve", ["port", "weights", "lr", "train.epochs", "data"]) == ["lr", "train.epochs", "data"]
     assert unread_keys("train", ["epochs", "hflip", "data", "device"]) == []
     assert unread_keys("test", ["split"]) == ["split"]  # test always evaluates the test split
+    # serve and predict hand their config to load_predictor, which applies train_scale= on top of the model's
+    assert unread_keys("serve", ["train_scale", "infer", "tta_scales"]) == []

@@ -97,7 +97,8 @@ def _run(command: str, args: list[str]) -> int:
     if command == "test":  # the loaded config cannot tell a split=val given from the default: look at the keys
         given = [a.split("=", 1) for a in overrides]
         mobileseg.check_test_split(next((v for k, v in given if k in ("split", "runtime.split")), None))
-    cfg = load_config(cfg_file, overrides)
+    cfg = load_config(cfg_file, overrides)  # unknown keys and bad values stop here, before the check below
+    _warn_unread(command, [a.split("=", 1)[0] for a in overrides])
     actions: dict[str, Callable[[], Any]] = {
         "train": lambda: mobileseg.train(cfg),
         "val": lambda: mobileseg.val(cfg, split=cfg.runtime.split),
@@ -116,6 +117,23 @@ def _run(command: str, args: list[str]) -> int:
     if command == "train" and getattr(result, "stopped", "") == "interrupted":
         return 130
     return 0
+
+
+def _warn_unread(command: str, keys: list[str]) -> None:
+    """Say which typed keys this command does not read: ``predict imgsz=512`` is valid config but does nothing
+    (the model fixes its input size), and a silent no-op looks like a setting that took effect."""
+    from mobileseg.config_help import unread_keys
+
+    if command == "test":  # test's split is checked (and refused unless 'test') by check_test_split
+        keys = [k for k in keys if k not in ("split", "runtime.split")]
+    unread = unread_keys(command, keys)
+    if unread:
+        verb, have = ("is", "has") if len(unread) == 1 else ("are", "have")
+        print(
+            f"mobileseg {command}: warning: {', '.join(unread)} {verb} not read by '{command}' and {have} no effect "
+            f"('mobileseg {command} --help' lists the keys it reads)",
+            file=sys.stderr,
+        )
 
 
 def command_help(command: str) -> str:

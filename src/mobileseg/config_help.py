@@ -6,8 +6,8 @@ would mislead, and formats the aligned ``key=default  meaning`` table that ``mob
 :func:`unread_keys` lets a command warn about a key it would silently ignore (``serve lr=0.1``).
 
 Example:
-    >>> command_keys("check-data")
-    ['data.dataset', 'data.preset', 'data.imgsz', 'data.split_ratios', 'data.split_seed']
+    >>> command_keys("check-data")[:4]
+    ['data.dataset', 'data.preset', 'data.imgsz', 'data.channels']
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ COMMAND_KEYS: dict[str, tuple[str, ...]] = {
                   "export.calib_images", "export.int8_reduce_range", "export.int8_float_layers",
                   *_DATA_LOCATION, "predict.source", *_RUN_FOLDER, "runtime.verbose",
                   "train.amp", "predict.compile"),
-    "check-data": (*_DATA_LOCATION, "data.imgsz", "data.split_ratios", "data.split_seed"),
+    "check-data": (*_DATA_LOCATION, "data.imgsz", "data.channels", "data.mask_resize", "data.split_ratios",
+                   "data.split_seed"),
     "convert": ("convert", "predict.out", "runtime.verbose"),
     "serve": ("runtime.weights", "serve", "predict.conf", "runtime.device", "runtime.threads",
-              "runtime.verbose", *_INFERENCE[:-1], "train.amp", "predict.compile"),  # train_scale: the model's own
+              "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
 }  # fmt: skip
 
 # What a key means for one command, where the schema's description (written for train) would mislead.
@@ -66,6 +67,7 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("export", "runtime.weights"): "checkpoint (.pt) to export",
     ("benchmark", "runtime.weights"): "checkpoint (.pt), or an ONNX model (ONNX Runtime rows only)",
     ("export", "predict.out"): "output file; empty = beside the weights",
+    ("convert", "predict.out"): "folder the dataset is written to (images/, masks/, data.yaml); required",
     ("export", "predict.source"): "images for the parity check/int8 calibration when the dataset is not here",
     ("benchmark", "predict.source"): "images calibrating the temporary int8 model when the dataset is not here",
     ("benchmark", "runtime.device"): "ignored: the benchmark measures the CPU",
@@ -83,7 +85,7 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
     **{(c, "data.cache"): "cache of decoded samples (see train)" for c in ("val", "test")},
     **{
         (c, "data.train_scale"): "image scale of slide inference; empty = the model's (its training scale)"
-        for c in ("val", "test", "predict")
+        for c in ("val", "test", "predict", "serve")
     },
 }
 
@@ -92,8 +94,8 @@ def command_keys(command: str) -> list[str]:
     """The dotted keys ``command`` reads, in schema order (sections as in ``SECTIONS``).
 
     Example:
-        >>> command_keys("check-data")
-        ['data.dataset', 'data.preset', 'data.imgsz', 'data.split_ratios', 'data.split_seed']
+        >>> command_keys("check-data")[:4]
+        ['data.dataset', 'data.preset', 'data.imgsz', 'data.channels']
     """
     if command not in COMMAND_KEYS:
         raise ConfigError(f"unknown command '{command}'; commands: {', '.join(COMMAND_KEYS)}")
@@ -125,13 +127,17 @@ def key_help(command: str | None = None, width: int = 118) -> str:
     aligned columns, long meanings wrapped.
 
     Example:
-        >>> print(key_help("check-data"))  # doctest: +NORMALIZE_WHITESPACE
-          [data]
-            data=                         dataset YAML, image folder, or preset name; empty = the bundled pets sample
-            preset=                       preset ('oxford_pets', 'camvid') applied to a folder
-            imgsz=224,224                 model input size: one int or H,W (x32)
-            split_ratios=0.8,0.1,0.1      train/val/test ratios of the automatic split
-            split_seed=0                  seed of the automatic split
+        >>> print(key_help("convert"))  # doctest: +NORMALIZE_WHITESPACE
+          [runtime]
+            verbose=true          print progress and results
+          [predict]
+            out=                  folder the dataset is written to (images/, masks/, data.yaml); required
+          [convert]
+            labels=               a COCO JSON file, or a folder (or file) of LabelMe JSON
+            label_format=auto     auto = coco for a .json file with 'annotations', labelme otherwise
+            images=               the COCO images folder (LabelMe JSON name their own images)
+            class_names=          class order (background first); empty = background + the labels in order of appearance
+            unknown_labels=error  what a label missing from class_names becomes
     """
     keys = command_keys(command) if command else [f"{s}.{n}" for s in SECTIONS for n in _section_model(s).model_fields]
     defaults = Config()
