@@ -61,7 +61,15 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
         for c in ("val", "test", "export", "benchmark")
     },
     **{(c, "data.preset"): "preset of the folder given in data=" for c in ("val", "test", "export", "benchmark")},
-    **{(c, "runtime.weights"): "checkpoint (.pt) to evaluate" for c in ("val", "test")},
+    **{
+        (c, "runtime.weights"): "model to evaluate: checkpoint (.pt), or an export (needs data=)"
+        for c in ("val", "test")
+    },
+    **{
+        (c, f"data.{key}"): f"{what} of the automatic split, for a model that records no split (else its own is kept)"
+        for c in ("val", "test")
+        for key, what in (("split_ratios", "train/val/test ratios"), ("split_seed", "seed"))
+    },
     ("predict", "runtime.weights"): "model: checkpoint (.pt), ONNX or TorchScript export",
     ("serve", "runtime.weights"): "model to serve: checkpoint (.pt), ONNX or TorchScript export",
     ("export", "runtime.weights"): "checkpoint (.pt) to export",
