@@ -271,11 +271,11 @@ def test_the_commands_export_predict_and_evaluate_a_phone_file(tmp_path, capsys)
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a model" * 20)
     for args in (
-        ["predict", f"weights={bad}", f"source={image}"],
+        ["predict", f"weights={bad}", f"source={image}", f"project={tmp_path / 'runs'}"],
         ["export", f"weights={run.best}", "format=torchscript", "int8=true"],
         ["export", f"weights={run.best}", "format=onnx", "outputs=mask"],
     ):
-        assert main([*args, f"project={tmp_path / 'runs'}"]) == 1
+        assert main(args) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
