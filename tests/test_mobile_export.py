@@ -7,6 +7,7 @@ outputs) combination is exported once per module and several tests read it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -270,6 +271,7 @@ def test_the_commands_export_predict_and_evaluate_a_phone_file(tmp_path, capsys)
 
     bad = tmp_path / "broken.tflite"
     bad.write_bytes(b"not a model" * 20)
+    capsys.readouterr()  # what the export and training printed is not the errors' business
     for args in (
         ["predict", f"weights={bad}", f"source={image}", f"project={tmp_path / 'runs'}"],
         ["export", f"weights={run.best}", "format=torchscript", "int8=true"],
@@ -278,6 +280,16 @@ def test_the_commands_export_predict_and_evaluate_a_phone_file(tmp_path, capsys)
         assert main(args) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_importing_the_tflite_converter_prints_no_library_notice():
+    """litert_torch's import logs a torch deprecation line (``W... _pytree.py:630] <enum 'KernelPreference'> ...
+    register_constant()``), which was the first line `mobileseg export format=tflite` printed; require() mutes it."""
+    _module("tflite")
+    code = "from mobileseg.deploy.phone_runtimes import require; require('litert_torch', 'format=tflite')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "register_constant" not in proc.stderr, proc.stderr
 
 
 def test_executorch_int8_keeps_the_float_layers_in_float():

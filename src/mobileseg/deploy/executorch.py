@@ -30,8 +30,7 @@ from torch import nn
 
 from mobileseg.deploy.heads import ExportHead
 from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
-from mobileseg.deploy.phone_runtimes import METADATA_KEY, ExecutorchBackend, one_line
-from mobileseg.deploy.runtimes import quiet_libraries
+from mobileseg.deploy.phone_runtimes import METADATA_KEY, ExecutorchBackend, one_line, quiet_libraries
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
 

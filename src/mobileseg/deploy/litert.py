@@ -37,8 +37,14 @@ import torch
 from torch import nn
 
 from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phone
-from mobileseg.deploy.phone_runtimes import METADATA_KEY, LiteRTBackend, one_line, read_tflite_metadata, require
-from mobileseg.deploy.runtimes import quiet_libraries
+from mobileseg.deploy.phone_runtimes import (
+    METADATA_KEY,
+    LiteRTBackend,
+    one_line,
+    quiet_libraries,
+    read_tflite_metadata,
+    require,
+)
 from mobileseg.errors import ExportError
 from mobileseg.models.model_file import ModelInfo
 

@@ -7,8 +7,12 @@ runtimes; without it, one line says what to install.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,31 @@ METADATA_KEY = "mobileseg_metadata"  # ExecuTorch constant method / TFLite metad
 EXTRA_HINT = "pip install 'mobileseg[mobile]'"
 
 
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence warnings and library logging (not ONNX Runtime's own: see :func:`mobileseg.deploy.runtimes.quiet`);
+    errors still raise.
+
+    Needs no runtime, so the phone exports use it: the 'mobile' extra does not bring onnxruntime.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
 def require(module: str, what: str) -> Any:
-    """Import ``module`` or raise one line naming the extra: ``format=executorch needs the 'mobile' extra: ...``."""
+    """Import ``module`` or raise one line naming the extra: ``format=executorch needs the 'mobile' extra: ...``.
+
+    Imported with library warnings and logging silenced: litert_torch's import logs a torch deprecation notice
+    (``register_constant()`` on an Enum) meant for its developers, the first line a user exporting would see."""
     try:
-        return importlib.import_module(module)
+        with quiet_libraries():
+            return importlib.import_module(module)
     except ImportError as e:
         raise ExportError(f"{what} needs the 'mobile' extra: {EXTRA_HINT}") from e
 

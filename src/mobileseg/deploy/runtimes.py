@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from mobileseg.config import Config, default_threads
+from mobileseg.deploy.phone_runtimes import quiet_libraries
 from mobileseg.engine.inference_mode import resolve_settings
 from mobileseg.engine.predictor import Predictor
 from mobileseg.engine.runtime import autocast_dtype, precision_name, setup_threads
@@ -260,22 +260,6 @@ def quiet() -> Iterator[None]:
     ort.set_default_logger_severity(3)
     with quiet_libraries():
         yield
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Silence warnings and library logging (not ONNX Runtime's own: see :func:`quiet`); errors still raise.
-
-    Needs no runtime, so the phone exports use it: the 'mobile' extra does not bring onnxruntime.
-    """
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(previous)
 
 
 __all__ = [
