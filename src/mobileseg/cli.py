@@ -94,11 +94,14 @@ def _run(command: str, args: list[str]) -> int:
     from mobileseg.config import load_config
 
     cfg_file, overrides = _split_cfg(args)
+    given = [a.split("=", 1) for a in overrides]
+    keys = [k for k, _ in given]
     if command == "test":  # the loaded config cannot tell a split=val given from the default: look at the keys
-        given = [a.split("=", 1) for a in overrides]
-        mobileseg.check_test_split(next((v for k, v in given if k in ("split", "runtime.split")), None))
+        split_keys = ("split", "runtime.split")
+        mobileseg.check_test_split(next((v for k, v in given if k in split_keys), None))
+        keys = [k for k in keys if k not in split_keys]  # refused above unless 'test', which test does: not unread
     cfg = load_config(cfg_file, overrides)  # unknown keys and bad values stop here, before the check below
-    _warn_unread(command, [a.split("=", 1)[0] for a in overrides])
+    _warn_unread(command, keys)
     actions: dict[str, Callable[[], Any]] = {
         "train": lambda: mobileseg.train(cfg),
         "val": lambda: mobileseg.val(cfg, split=cfg.runtime.split),
@@ -124,8 +127,6 @@ def _warn_unread(command: str, keys: list[str]) -> None:
     (the model fixes its input size), and a silent no-op looks like a setting that took effect."""
     from mobileseg.config_help import unread_keys
 
-    if command == "test":  # test's split is checked (and refused unless 'test') by check_test_split
-        keys = [k for k in keys if k not in ("split", "runtime.split")]
     unread = unread_keys(command, keys)
     if unread:
         verb, have = ("is", "has") if len(unread) == 1 else ("are", "have")
