@@ -95,6 +95,25 @@ def test_corrupt_files_are_skipped_and_named(binary_ckpt, images, tmp_path, caps
     assert "notes.jpg" in err and "truncated.jpg" in err and "2 input(s) skipped" in err
 
 
+def test_a_partial_predict_writes_the_readable_images_and_exits_1(binary_ckpt, images, tmp_path, capsys):
+    """A script that runs ``mobileseg predict`` learns from the exit status that an input was lost: every readable
+    image is still written, the bad one is named, and the status is 1, not the 0 of a complete run."""
+    from mobileseg.cli import main
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in SIZES:
+        (folder / name).write_bytes((images / name).read_bytes())
+    (folder / "notes.jpg").write_text("this is text, not a JPEG")
+    args = ["predict", f"weights={binary_ckpt}", "threads=1", "verbose=false"]
+    rc = main([*args, f"source={folder}", f"out={tmp_path / 'partial'}"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "1 of 4 inputs could not be read" in err and "notes.jpg" in err
+    written = sorted(p.name for p in (tmp_path / "partial").glob("*_mask.png"))
+    assert written == sorted(f"{Path(n).stem}_mask.png" for n in SIZES)
+    assert main([*args, f"source={images}", f"out={tmp_path / 'whole'}"]) == 0
+
+
 def test_a_source_with_no_readable_image_is_an_error(binary_ckpt, tmp_path, capsys):
     """Skipping is for the odd bad file: when nothing could be predicted the command fails (exit status 1) and
     names every file, instead of reporting success with no output."""

@@ -119,6 +119,14 @@ def _run(command: str, args: list[str]) -> int:
     result = actions[command]()
     if command == "train" and getattr(result, "stopped", "") == "interrupted":
         return 130
+    if command == "predict" and result.skipped:  # the readable images are written; a script must still notice
+        total = len(result.results) + len(result.skipped)
+        print(
+            f"mobileseg predict: {len(result.skipped)} of {total} inputs could not be read (named above): "
+            "exit status 1",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -71,6 +71,8 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
         for key, what in (("split_ratios", "train/val/test ratios"), ("split_seed", "seed"))
     },
     ("predict", "runtime.weights"): "model: checkpoint (.pt), ONNX or TorchScript export",
+    ("predict", "predict.source"): "image file, folder, glob or list file; an unreadable image is skipped and "
+    "named, and the run then ends with exit status 1",
     ("serve", "runtime.weights"): "model to serve: checkpoint (.pt), ONNX or TorchScript export",
     ("export", "runtime.weights"): "checkpoint (.pt) to export",
     ("benchmark", "runtime.weights"): "checkpoint (.pt), or an ONNX model (ONNX Runtime rows only)",

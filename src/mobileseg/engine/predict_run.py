@@ -1,8 +1,8 @@
 """``mobileseg predict`` on files: which images a ``source`` names, and writing each image's results.
 
 Each image's files are written as soon as it is predicted and ``predictions.csv`` row by row, so a crash or
-Ctrl-C keeps what was done. An unreadable image is reported and skipped; only a source whose every image
-is unreadable is an error.
+Ctrl-C keeps what was done. An unreadable image is reported and skipped (listed in ``PredictRun.skipped``; the
+command line then exits with status 1); only a source whose every image is unreadable is an error.
 """
 
 from __future__ import annotations
