@@ -399,6 +399,40 @@ def test_binary_head_starts_at_the_train_foreground_prior(shapes, tmp_path):
     assert torch.equal(multi.decoder.head.bias, torch.zeros(3))
 
 
+def test_a_callback_gets_the_trainer_state_it_is_promised(shapes, tmp_path):
+    """User callbacks are written against ``TrainerState`` (the contract below the trainer): the trainer a real run
+    passes has every member it names, at every event, and the events come in the documented order."""
+    from mobileseg.engine.callbacks import Callback, TrainerState
+
+    events: list[str] = []
+
+    class Record(Callback):
+        def _seen(self, name: str, trainer) -> None:
+            assert isinstance(trainer, TrainerState), name  # hasattr of every member the protocol declares
+            events.append(name)
+
+        def on_train_start(self, trainer) -> None:
+            self._seen("start", trainer)
+
+        def on_epoch_start(self, trainer, epoch) -> None:
+            self._seen(f"epoch{epoch}", trainer)
+
+        def on_plots(self, trainer, epoch, paths) -> None:
+            assert all(Path(p).is_file() for p in paths.values())
+            self._seen(f"plots{epoch}", trainer)
+
+        def on_epoch_end(self, trainer, row) -> None:
+            assert trainer.history[-1] is row and trainer.val_model() is not None
+            self._seen(f"end{int(row['epoch'])}", trainer)
+
+        def on_train_end(self, trainer, result) -> None:
+            self._seen("done", trainer)
+
+    mobileseg.train(data=str(shapes), epochs=1, project=str(tmp_path), callbacks=[Record()], **FAST)
+    assert events == ["start", "plots0", "epoch0", "end1", "plots1", "done"]
+    assert not isinstance(object(), TrainerState)
+
+
 def test_optimizer_is_fused_adamw_over_four_groups():
     """One fused kernel over all parameters (PyTorch's CPU default loops over them in Python), same AdamW rule."""
     from mobileseg.config import load_config

@@ -1,8 +1,10 @@
 """Trainer callbacks: what happens around the loop (files, plots, loggers) without touching the loop.
 
 A callback subclasses :class:`Callback` and overrides the events it needs; the trainer calls every event on the
-main process only, in the order the callbacks were given. :class:`RunFiles` writes the run folder (args.yaml,
-results.csv, plots, model card); loggers (TensorBoard, MLflow) and benchmarks plug in the same way.
+main process only, in the order the callbacks were given, passing itself as ``trainer``: what a callback may
+read of it is :class:`TrainerState`. The run folder's own callback
+(:class:`~mobileseg.engine.run_files.RunFiles`), the loggers (TensorBoard, MLflow) and benchmarks plug in the
+same way. This module is the contract alone, below the trainer, so callbacks never import the loop.
 
 Example:
     >>> class PrintIoU(Callback):
@@ -13,23 +15,22 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-from mobileseg import viz
-from mobileseg.engine.evaluator import format_metrics
-from mobileseg.engine.metrics import METRIC_NAMES
-from mobileseg.engine.model_card import write_model_card
-from mobileseg.engine.pictures import palette_for, prediction_grid
-from mobileseg.models.checkpoint import atomic_write_text
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from mobileseg.engine.trainer import Trainer
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+    from mobileseg.config import Config
+    from mobileseg.data import DatasetSpec
+    from mobileseg.engine.inference_mode import InferenceSettings
+    from mobileseg.engine.loss import SegmentationLoss
+    from mobileseg.engine.runtime import Dist
+    from mobileseg.models import Segmenter
 
 
 @dataclass
@@ -47,149 +48,88 @@ class TrainResult:
     precision: str = "fp32"  # of the training forward pass, e.g. "bfloat16 autocast"
 
 
-class Callback:
-    """Base class: every event is a no-op. ``trainer`` gives access to ``cfg``, ``save_dir``, ``model``, ``spec``,
-    ``history``, ``best_epoch``..."""
+@runtime_checkable
+class TrainerState(Protocol):
+    """What a callback may read of the trainer that calls it (:class:`~mobileseg.engine.trainer.Trainer` is one).
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    Read-only by convention: a callback that changes these changes the run.
+    """
+
+    cfg: Config  # the resolved config (a resumed run's own)
+    spec: DatasetSpec  # the dataset: names, binary, ignore_index, splits, the data check's report
+    save_dir: Path  # the run folder
+    model: Segmenter  # the network being trained (its last step's weights)
+    device: torch.device
+    dist: Dist  # rank and world size; events reach the main process only
+    history: list[dict[str, float]]  # results.csv rows so far
+    best_epoch: int  # 1-based; 0 before the first validation
+    start_epoch: int  # where this process started (0, or a resume's epoch)
+    start_step: int  # the step within it (a resume mid-epoch)
+    validates: bool  # False for a final fit without a val split
+    train_ds: Dataset[Any]  # augmented (image, mask) pairs; ``epoch`` seeds their augmentation
+    val_ds: Dataset[Any]
+    batch: int  # per process
+    val_batch: int | None  # 1 in slide mode, else None (= batch)
+    workers: int  # DataLoader workers
+    threads: int  # torch threads of this process
+    precision: str  # of the training forward pass: 'fp32' or e.g. 'bfloat16 autocast'
+    inference: InferenceSettings  # how the model is meant to predict (resize, or slide at train_scale)
+    loss_fn: SegmentationLoss
+
+    def val_model(self, model: nn.Module | None = None) -> nn.Module:
+        """``model`` (default: the weights validation scores) as validation runs it (slid when training on crops)."""
+        ...
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback (e.g. ``on_plots`` after drawing pictures)."""
+        ...
+
+
+class Callback:
+    """Base class: every event is a no-op. ``trainer`` is a :class:`TrainerState`: ``cfg``, ``save_dir``,
+    ``model``, ``spec``, ``history``, ``best_epoch``..."""
+
+    def on_train_start(self, trainer: TrainerState) -> None:
         """After set-up, before the first epoch (also when resuming)."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerState, epoch: int) -> None:
         """Before epoch ``epoch`` (0-based) trains."""
 
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, row: dict[str, float]) -> None:
         """After validation and checkpointing; ``row`` is the epoch's results.csv row."""
 
-    def on_plots(self, trainer: Trainer, epoch: int, paths: dict[str, Path]) -> None:
-        """After the run's pictures were redrawn (``paths``: name -> PNG)."""
+    def on_plots(self, trainer: TrainerState, epoch: int, paths: dict[str, Path]) -> None:
+        """After the run's pictures were redrawn (``paths``: name -> PNG): the data pictures (epoch 0, after every
+        callback's ``on_train_start``), then an epoch's curves and predictions (after its ``on_epoch_end``)."""
 
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+    def on_train_end(self, trainer: TrainerState, result: TrainResult) -> None:
         """After the last epoch (or an early stop / interruption), with the final result."""
 
 
-RESULT_COLUMNS = [
-    "epoch",
-    "train/loss",
-    *(f"train/{m}" for m in METRIC_NAMES),
-    "val/loss",
-    *(f"val/{m}" for m in METRIC_NAMES),
-    "lr",
-    "epoch_s",
-    "img_s",
-]
+class Events:
+    """Delivers the trainer's events to its callbacks, in the order the callbacks were given.
+
+    An event emitted while another is being delivered (the run folder's callback emits ``on_plots`` from its
+    ``on_train_start`` and ``on_epoch_end``) waits until every callback has had the current one: so each callback
+    sees ``on_train_start`` before any picture, and an epoch's ``on_epoch_end`` before that epoch's pictures.
+    """
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+        self._queue: list[tuple[str, tuple[Any, ...]]] = []
+
+    def emit(self, trainer: TrainerState, event: str, *args: Any) -> None:
+        self._queue.append((event, args))
+        if len(self._queue) > 1:  # called from inside a delivery: the loop below reaches it
+            return
+        try:
+            while self._queue:
+                name, event_args = self._queue[0]
+                for callback in self.callbacks:
+                    getattr(callback, name)(trainer, *event_args)
+                self._queue.pop(0)
+        finally:
+            self._queue.clear()  # a callback that raised must not leave stale events behind
 
 
-class RunFiles(Callback):
-    """The run folder: ``args.yaml``, ``results.csv``, ``results.png``, ``val_predictions.png``, ``train_batch.png``,
-    ``labels.png`` and the model card ``README.md`` (:mod:`mobileseg.engine.model_card`)."""
-
-    def on_train_start(self, trainer: Trainer) -> None:
-        import yaml
-
-        doc = trainer.cfg.to_dict()
-        # The inference mode the model is meant for (infer, window, overlap, blend; train_scale is in data).
-        doc["predict"].update({k: v for k, v in trainer.inference.record().items() if k != "train_scale"})
-        doc["dataset_info"] = {
-            "source": trainer.spec.source,
-            "names": list(trainer.spec.names),
-            "ignore_index": trainer.spec.ignore_index,
-            "split": trainer.spec.split_info,
-        }
-        atomic_write_text(trainer.save_dir / "args.yaml", yaml.safe_dump(doc, sort_keys=False))
-        if trainer.start_epoch == 0 and trainer.start_step == 0:  # what the model learns from, drawn once
-            trainer.emit("on_plots", 0, self.plot_data(trainer))
-
-    def plot_data(self, trainer: Trainer) -> dict[str, Path]:
-        """``train_batch.png`` (augmented inputs with their masks) and ``labels.png`` (class shares per split)."""
-        spec, run = trainer.spec, trainer.save_dir.name
-        palette = palette_for(spec)
-        ds = trainer.train_ds
-        ds.epoch = 0
-        items = [ds[i] for i in range(min(16, len(ds)))]
-        batch = viz.plot_train_batch(
-            [im for im, _ in items],
-            [m for _, m in items],
-            trainer.save_dir / "train_batch.png",
-            palette,
-            spec.names,
-            title=run,
-            ignore_index=spec.ignore_index,
-        )
-        # The dataset check counted every mask already (at native size): labels.png costs no decoding.
-        counts = trainer.spec.report.split_class_pixels if trainer.spec.report is not None else {}
-        shares = {
-            split: {name: c / max(1, sum(per_class.values())) for name, c in per_class.items()}
-            for split, per_class in counts.items()
-        }
-        labels = viz.plot_label_distribution(shares, trainer.save_dir / "labels.png", palette, spec.names, title=run)
-        return {"train_batch": batch, "labels": labels}
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, float]) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in trainer.history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        atomic_write_text(trainer.save_dir / "results.csv", buf.getvalue())
-        epoch, epochs = int(row["epoch"]), trainer.cfg.train.epochs
-        if epoch % trainer.cfg.train.plot_every == 0 or epoch == epochs:
-            trainer.emit("on_plots", epoch, self.plot(trainer))
-
-    def plot(self, trainer: Trainer) -> dict[str, Path]:
-        run = trainer.save_dir.name
-        results = viz.plot_results(
-            trainer.history,
-            trainer.save_dir / "results.png",
-            title=run,
-            best_epoch=trainer.best_epoch or None,
-            binary=trainer.spec.binary,
-        )
-        if not trainer.validates:  # a final fit without a val split: no validation pictures
-            return {"results": results}
-        shown = np.linspace(0, len(trainer.val_ds) - 1, min(6, len(trainer.val_ds))).round().astype(int).tolist()
-        grid = prediction_grid(
-            trainer.val_model(),  # slid over the whole image when training on crops
-            trainer.val_ds,
-            shown,
-            trainer.save_dir / "val_predictions.png",
-            palette_for(trainer.spec),
-            trainer.device,
-            title=f"{run}: validation, epoch {len(trainer.history)}",
-        )
-        return {"results": results, "val_predictions": grid}
-
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        if trainer.history:
-            write_model_card(trainer, result)
-
-
-def summary_lines(trainer: Trainer, result: TrainResult) -> str:
-    """The closing lines of a run: how it ended, the best epoch, and where everything is."""
-    seconds = sum(r["epoch_s"] for r in trainer.history)
-    plots = ["results.png", *(["val_predictions.png"] if trainer.validates else [])]
-    return (
-        f"\n{len(trainer.history)} epochs {result.stopped} in {seconds:.0f}s."
-        f"  Best epoch {result.best_epoch}"
-        + (
-            " (no val split: the final epoch)"
-            if not trainer.validates
-            else " (best=last: the final epoch)"
-            if trainer.cfg.train.best == "last"
-            else ""
-        )
-        + (f": {format_metrics(result.best_metrics)}" if result.best_metrics else "")
-        + "\n"
-        f"Results saved to {trainer.save_dir}\n"
-        f"  weights  {result.best}  (last: {result.last.name})\n"
-        f"  plots    {', '.join(str(trainer.save_dir / p) for p in plots)}\n"
-        f"  metrics  {trainer.save_dir / 'results.csv'}\n"
-        f"Test it:   mobileseg test weights={result.best}"
-    )
-
-
-def call_all(callbacks: list[Callback], event: str, *args: Any) -> None:
-    for callback in callbacks:
-        getattr(callback, event)(*args)
-
-
-__all__ = ["RESULT_COLUMNS", "Callback", "TrainResult", "RunFiles", "call_all", "summary_lines", "write_model_card"]
+__all__ = ["Callback", "Events", "TrainResult", "TrainerState"]

@@ -2,9 +2,10 @@
 
 The card travels with its run folder, so it holds no path of the machine that wrote it: the dataset and the
 encoder weights are named, pictures are linked relative to the card, and the commands in "Use it" are meant to
-be run from the run folder. Training writes the card (:func:`write_model_card`); every later ``mobileseg test``
-(or ``val``) of the run's weights adds or replaces one section per split and weights file
-(:func:`add_eval_section`), between HTML comment markers, linking that evaluation's report pictures relatively.
+be run from the run folder. Training writes the card (:func:`mobileseg.engine.run_files.write_model_card`, from
+the pieces here); every later ``mobileseg test`` (or ``val``) of the run's weights adds or replaces one section
+per split and weights file (:func:`add_eval_section`), between HTML comment markers, linking that evaluation's
+report pictures relatively.
 
 Example:
     >>> result = mobileseg.train(data="shapes/", epochs=1)  # doctest: +SKIP
@@ -20,17 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.data import DataLoader
-
-from mobileseg.engine.metrics import ConfusionMatrix, logits_to_pred
-from mobileseg.models.checkpoint import atomic_write_text, versions
-from mobileseg.models.segmenter import Segmenter
-from mobileseg.models.weights import describe_encoder_weights
+from mobileseg.models.checkpoint import atomic_write_text
 
 if TYPE_CHECKING:
     from mobileseg.data import DatasetSpec
-    from mobileseg.engine.trainer import Trainer, TrainResult
 
 CARD_NAME = "README.md"
 TITLE_PREFIX = "# mobileseg model: "  # how a card written here starts; other README.md files are never touched
@@ -80,105 +74,6 @@ def per_class_table(names: Sequence[str], per_class: Mapping[str, Sequence[float
 
 def metrics_table(metrics: Mapping[str, float]) -> list[str]:
     return ["| metric | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in metrics.items())]
-
-
-@torch.inference_mode()
-def best_val_per_class(trainer: Trainer, best: Path) -> dict[str, list[float]] | None:
-    """Per-class validation figures of the best weights: one pass of ``best.pt`` over the val split.
-
-    Why re-evaluate: the trainer keeps only the headline row of each epoch, and the model in memory holds the
-    *last* epoch's weights. Evaluating ``best.pt`` once costs one validation pass and also covers resumed runs whose
-    best epoch came before the resume. It runs in this process alone (the card is written by the main process
-    only), so it does no DDP reduction. Multi-class only (binary models report the foreground class already).
-    """
-    if trainer.spec.binary or not best.is_file() or not trainer.validates:
-        return None
-    model = trainer.val_model(Segmenter.from_checkpoint(best).to(trainer.device).eval())
-    cm = ConfusionMatrix(trainer.spec.num_classes, trainer.spec.ignore_index)
-    batch = trainer.val_batch or trainer.batch
-    for images, targets in DataLoader(trainer.val_ds, batch_size=batch, num_workers=trainer.workers):
-        cm.update(targets, logits_to_pred(model(images.to(trainer.device))).cpu())
-    return cm.per_class()
-
-
-def write_model_card(trainer: Trainer, result: TrainResult) -> Path:
-    """Write the run's ``README.md``: the model, its data, validation metrics (per class too), pictures, usage.
-
-    Sections added by earlier ``mobileseg test`` runs are dropped: this run's weights replace theirs.
-
-    Args:
-        trainer: the finished trainer (``cfg``, ``spec``, ``model``, ``save_dir``, ``loss_fn``...).
-        result: what :meth:`~mobileseg.engine.trainer.Trainer.fit` returns.
-
-    Example:
-        >>> write_model_card(trainer, result).name  # doctest: +SKIP
-        'README.md'
-    """
-    cfg, spec, run = trainer.cfg, trainer.spec, trainer.save_dir
-    size_hw = cfg.data.crop or cfg.data.imgsz  # what the network eats: the crop when training on crops
-    s = trainer.model.summary(size_hw)
-    best = result.best
-    rel_best = best.relative_to(run).as_posix() if best.is_relative_to(run) else best.name
-    size = best.stat().st_size / 1e6 if best.exists() else 0
-    h, w = size_hw
-    lines = [
-        f"{TITLE_PREFIX}{run.name}",
-        "",
-        "MobileNetV2 encoder + pix2pix decoder (the TensorFlow segmentation tutorial's design), trained with "
-        f"mobileseg {versions()['mobileseg']}.",
-        "",
-        f"- Data: {dataset_label(spec.source)}, {len(trainer.train_ds)} train / {len(trainer.val_ds)} val images",
-        f"- Classes ({spec.num_classes}): {', '.join(spec.names)}"
-        + (" (binary: one logit, threshold 0.5)" if spec.binary else ""),
-        f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
-        f"- Inference: {trainer.inference.describe()} (`infer`, `window`, `overlap`, `train_scale` recorded in "
-        "the checkpoint: test and predict use them by default)",
-        f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
-        f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
-        f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}"
-        + (
-            " (no val split: best.pt holds the final epoch)"
-            if not trainer.validates
-            else " (`best=last`: best.pt holds the final epoch, not the highest val IoU)"
-            if cfg.train.best == "last"
-            else ""
-        )
-        + "; "
-        f"training precision {result.precision}"
-        + (f"; weights: average over the steps (EMA, decay {cfg.train.ema})" if cfg.train.ema else ""),
-        f"- Loss: {trainer.loss_fn.describe()}",
-        "",
-        "## Validation metrics (best epoch)",
-        "",
-        *(metrics_table(result.best_metrics) if trainer.validates else ["None: trained without a val split."]),
-    ]
-    per_class = best_val_per_class(trainer, best)
-    if per_class is not None:
-        lines += ["", f"Per class ({rel_best} on the val split):", "", *per_class_table(spec.names, per_class)]
-    pictures = [(name, what) for name, what in RUN_PICTURES if (run / name).is_file()]
-    if pictures:
-        lines += ["", "## Pictures", "", *(f"- [{name}]({name}): {what}" for name, what in pictures)]
-        lines += [f"\n![{what}]({name})" for name, what in pictures if name in SHOWN_PICTURES]
-    lines += [
-        "",
-        "## Use it",
-        "",
-        "From the run folder (the folder of this file):",
-        "",
-        "```bash",
-        f"mobileseg test weights={rel_best}",
-        f"mobileseg predict weights={rel_best} source=path/to/images",
-        f"mobileseg export weights={rel_best} format=onnx",
-        "```",
-        "",
-        "```python",
-        "from mobileseg import Segmenter",
-        f"model = Segmenter.from_checkpoint('{rel_best}').eval()",
-        "```",
-    ]
-    path = run / CARD_NAME
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
 
 
 def card_for_weights(weights: str | os.PathLike[str] | None) -> Path | None:
@@ -297,10 +192,8 @@ def update_model_card(
 
 __all__ = [
     "add_eval_section",
-    "best_val_per_class",
     "card_for_weights",
     "dataset_label",
     "per_class_table",
     "update_model_card",
-    "write_model_card",
 ]

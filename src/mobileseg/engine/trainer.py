@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mobileseg.config import Config, resolve_config
 from mobileseg.data import build_transforms, load_dataset, recommended_workers
 from mobileseg.data.crops import train_val_datasets
-from mobileseg.engine.callbacks import Callback, RunFiles, TrainResult, call_all, summary_lines
+from mobileseg.engine.callbacks import Callback, Events, TrainResult
 from mobileseg.engine.ema import WeightEMA
 from mobileseg.engine.evaluator import eval_loader, evaluate, format_metrics
 from mobileseg.engine.inference_mode import SlideModel, training_settings
@@ -36,6 +36,7 @@ from mobileseg.engine.loggers import build_loggers
 from mobileseg.engine.loss import build_loss, count_class_pixels
 from mobileseg.engine.metrics import EpochTally, logits_to_pred
 from mobileseg.engine.predictor import warn
+from mobileseg.engine.run_files import RunFiles, start_lines, summary_lines
 from mobileseg.engine.runtime import every_rank, prepare, sync_buffers
 from mobileseg.engine.setup import (
     amp_dtype,
@@ -63,7 +64,7 @@ class Trainer:
             (so the run ends at the same epoch with the same schedule); runtime settings are kept, and an
             explicit ``epochs`` extends (or shortens) the schedule, as the log says.
         callbacks: extra :class:`~mobileseg.engine.callbacks.Callback` objects (loggers...), called after the
-            run folder's own :class:`~mobileseg.engine.callbacks.RunFiles`.
+            run folder's own :class:`~mobileseg.engine.run_files.RunFiles`.
     """
 
     def __init__(self, cfg: Config, callbacks: Sequence[Callback] = ()) -> None:
@@ -73,7 +74,7 @@ class Trainer:
         self.cfg = cfg
         self.dist, self.device, self.threads = prepare(cfg.runtime)
         self.log = print if (self.dist.main and cfg.runtime.verbose) else (lambda *a, **k: None)
-        self.callbacks: list[Callback] = [RunFiles(), *callbacks]
+        self.events = Events([RunFiles(), *callbacks])
         self._setup_data()
         self._setup_model()
         self.start_epoch, self.start_step = 0, 0
@@ -185,7 +186,7 @@ class Trainer:
     def emit(self, event: str, *args: Any) -> None:
         """Call ``event`` on every callback (main process only: files and loggers are written once)."""
         if self.dist.main:
-            call_all(self.callbacks, event, self, *args)
+            self.events.emit(self, event, *args)
 
     def fit(self) -> TrainResult:
         """Train to the end (or an early stop / Ctrl-C) and return where everything is.
@@ -219,20 +220,7 @@ class Trainer:
             signal.signal(signal.SIGINT, self._on_sigint)
         try:
             self.emit("on_train_start")
-            self.log(
-                f"mobileseg train: {self.spec.source}  {len(self.train_ds)} train / {len(self.val_ds)} val images  "
-                f"classes {self.spec.names}  imgsz {cfg.data.imgsz[0]}x{cfg.data.imgsz[1]}  "
-                f"{'crops ' + 'x'.join(map(str, cfg.data.crop)) + ', ' if cfg.data.crop else ''}"
-                f"inference: {self.inference.describe()}\n"
-                f"model: {self.model.format_summary(cfg.data.imgsz)}\n"
-                f"device {self.device}  threads {self.threads}  workers {self.workers}  "
-                f"processes {self.dist.world_size}  batch {cfg.train.batch}  epochs {cfg.train.epochs}  "
-                f"precision {self.precision}  run {self.save_dir}\nloss: {self.loss_fn.describe()}"
-            )
-            if not self.validates:
-                self.log("no val split: every epoch trains on all train images and best.pt holds the final epoch")
-            if self.start_epoch or self.start_step:
-                self.log(f"resuming from {cfg.train.resume}: epoch {self.start_epoch + 1}, step {self.start_step}")
+            self.log(start_lines(self))
             self._loop()
         finally:
             if catch:
