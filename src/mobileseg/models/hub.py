@@ -37,17 +37,14 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mobileseg.errors import MissingFileError
 
 from .checkpoint import run_checkpoint
-from .hub_config import CONFIG_NAME, WEIGHTS_NAME, build_config, load_pretrained_info, validate_config
+from .hub_config import CONFIG_NAME, WEIGHTS_NAME, SavableModel, build_config, load_pretrained_info, validate_config
 from .model_card import model_card
 from .weights import WeightsError
-
-if TYPE_CHECKING:  # the model class imports this module (Segmenter.save_pretrained/from_pretrained)
-    from .segmenter import Segmenter
 
 CARD_NAME = "README.md"
 IMAGES_DIR = "images"
@@ -59,7 +56,7 @@ HUB_INSTALL_HINT = "pip install huggingface_hub (or pip install 'mobileseg[hub]'
 
 # --------------------------------------------------------------------------------------------------- saving
 def save_pretrained(
-    model: Segmenter,
+    model: SavableModel,
     directory: str | os.PathLike[str],
     *,
     info: Mapping[str, Any] | None = None,

@@ -18,12 +18,12 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .weights import WeightsError
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    import torch
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -36,7 +36,22 @@ def default_names(out_channels: int) -> list[str]:
     return ["background", "foreground"] if out_channels == 1 else [f"class{i}" for i in range(out_channels)]
 
 
-def build_config(model: Segmenter, info: Mapping[str, Any], metrics: Mapping[str, float] | None) -> dict[str, Any]:
+class SavableModel(Protocol):
+    """What writing a pretrained folder reads of a model. :class:`~mobileseg.models.segmenter.Segmenter` is one;
+    it calls this module (``save_pretrained``), so this module names the protocol, not the class."""
+
+    num_classes: int  # 1 = binary
+    names: list[str] | None
+    imgsz: tuple[int, int]
+
+    def checkpoint_args(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild the network."""
+        ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+
+def build_config(model: SavableModel, info: Mapping[str, Any], metrics: Mapping[str, float] | None) -> dict[str, Any]:
     from mobileseg._version import __version__
 
     out_channels = int(model.num_classes)
