@@ -12,7 +12,7 @@ from torch import nn
 
 from mobileseg.data.crops import crop_origin, random_crop
 from mobileseg.engine.inference import slide_classes, slide_image, slide_probs
-from mobileseg.engine.inference_mode import InferenceSettings
+from mobileseg.engine.inference_mode import InferenceSettings, from_record
 from mobileseg.engine.predictor import Predictor
 from mobileseg.models import Segmenter
 from mobileseg.models.model_file import load_model
@@ -139,7 +139,8 @@ def test_other_blends_keep_a_single_window_exact(blend):
 
 
 def test_train_on_crops_then_test_and_predict_slide(tmp_path):
-    """A tiny run with crop= records slide mode; test and predict use it by default, at each image's size."""
+    """A tiny run with crop= records slide mode; test and predict use it by default, at each image's size. The
+    run's tta_scales are recorded too: tta=ms uses them unless others are given (files without them: the default)."""
     import json
 
     import yaml
@@ -152,7 +153,9 @@ def test_train_on_crops_then_test_and_predict_slide(tmp_path):
 
     data = make_shapes_dataset(tmp_path / "shapes", n=10, size=100)
     fast = {**FAST, "imgsz": 96}
-    run = mobileseg.train(data=str(data), epochs=1, crop="64,64", train_scale=1, project=str(tmp_path / "r"), **fast)
+    run = mobileseg.train(
+        data=str(data), epochs=1, crop="64,64", train_scale=1, tta_scales="0.5,1", project=str(tmp_path / "r"), **fast
+    )
     ckpt = load_checkpoint(run.best)
     assert ckpt["inference"] == {
         "infer": "slide",
@@ -160,6 +163,7 @@ def test_train_on_crops_then_test_and_predict_slide(tmp_path):
         "overlap": 0.25,
         "blend": "gaussian",
         "train_scale": 1.0,
+        "tta_scales": [0.5, 1.0],
     }
     assert ckpt["imgsz"] == [64, 64]
     assert yaml.safe_load((run.save_dir / "args.yaml").read_text())["predict"]["infer"] == "slide"
@@ -168,6 +172,12 @@ def test_train_on_crops_then_test_and_predict_slide(tmp_path):
     metrics = mobileseg.test(weights=str(run.best), project=str(tmp_path / "r"), **FAST)
     report = json.loads((Path(metrics["save_dir"]) / "metrics.json").read_text())
     assert report["inference"]["infer"] == "slide" and 0 <= metrics["iou"] <= 1
+    for given, used in (({}, [0.5, 1.0]), ({"tta_scales": "0.75,1"}, [0.75, 1.0])):
+        metrics = mobileseg.test(weights=str(run.best), project=str(tmp_path / "r"), tta="flip+ms", **given, **FAST)
+        report = json.loads((Path(metrics["save_dir"]) / "metrics.json").read_text())
+        assert report["inference"]["tta_scales"] == used and report["inference"]["tta"] == "flip+ms"
+    old = {k: v for k, v in ckpt["inference"].items() if k != "tta_scales"}  # a file from before the record
+    assert from_record(old).tta_scales == (0.75, 1.0, 1.25) == from_record(None).tta_scales
 
     out = tmp_path / "pred"
     main(["predict", f"weights={run.best}", f"source={data / 'images'}", f"out={out}", "tta=flip+ms", "verbose=false"])

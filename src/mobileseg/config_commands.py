@@ -23,7 +23,10 @@ class PredictConfig(Section):
     source: str | None = Field(None, description="image file, folder, glob or list file")
     out: str | None = Field(None, description="output folder; empty = runs/predict/expN")
     tta: Literal["none", "flip", "ms", "flip+ms"] = Field("none", description="flip, ms (tta_scales), flip+ms")
-    tta_scales: tuple[float, ...] = Field((0.75, 1.0, 1.25), description="scales of tta=ms, each > 0")
+    tta_scales: tuple[float, ...] | None = Field(
+        None,
+        description="scales of tta=ms, each > 0; empty = the model's (0.75,1,1.25 unless set when it was trained)",
+    )
     infer: Literal["resize", "slide"] | None = Field(
         None, description="resize to imgsz, or slide windows at train_scale; empty = the model's trained mode"
     )

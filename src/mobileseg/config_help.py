@@ -31,7 +31,7 @@ _INFERENCE = ("predict.infer", "predict.window", "predict.overlap", "predict.ble
 COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train", "runtime.device", "runtime.seed", "runtime.threads", *_RUN_FOLDER,
               "runtime.verbose", "runtime.tensorboard", "runtime.mlflow", "predict.infer", "predict.window",
-              "predict.overlap", "predict.blend"),
+              "predict.overlap", "predict.blend", "predict.tta_scales"),
     "val": ("runtime.weights", "runtime.split", *_DATA_LOCATION, "data.split_ratios", "data.split_seed",
             "data.cache", "data.workers", "train.batch", "predict.conf", "runtime.device", "runtime.threads",
             *_RUN_FOLDER, "runtime.verbose", *_INFERENCE, "train.amp", "predict.compile"),
@@ -71,6 +71,8 @@ _COMMAND_DESCRIPTIONS: dict[tuple[str, str], str] = {
         for key, what in (("split_ratios", "train/val/test ratios"), ("split_seed", "seed"))
     },
     ("predict", "runtime.weights"): "model: checkpoint (.pt), ONNX or TorchScript export",
+    ("train", "predict.tta_scales"): "scales of tta=ms for this model, recorded in it (test, predict and serve use "
+    "them unless given); empty = 0.75,1,1.25",
     ("predict", "predict.source"): "image file, folder, glob or list file; an unreadable image is skipped and "
     "named, and the run then ends with exit status 1",
     ("serve", "runtime.weights"): "model to serve: checkpoint (.pt), ONNX or TorchScript export",

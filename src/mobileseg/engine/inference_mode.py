@@ -27,7 +27,8 @@ from mobileseg.models.model_file import ModelInfo
 
 from .inference import STREAM_PIXELS, flip_average, resize_tta, slide_image
 
-RECORDED = ("infer", "window", "overlap", "blend", "train_scale")  # what a model file remembers
+RECORDED = ("infer", "window", "overlap", "blend", "train_scale", "tta_scales")  # what a model file remembers
+DEFAULT_TTA_SCALES = (0.75, 1.0, 1.25)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class InferenceSettings:
     blend: str = "gaussian"
     train_scale: float | None = None
     tta: str = "none"
-    tta_scales: tuple[float, ...] = field(default=(0.75, 1.0, 1.25))
+    tta_scales: tuple[float, ...] = field(default=DEFAULT_TTA_SCALES)
     batch: int = 4
     stream_pixels: int = STREAM_PIXELS
 
@@ -86,6 +87,7 @@ class InferenceSettings:
             "overlap": self.overlap,
             "blend": self.blend,
             "train_scale": self.train_scale,
+            "tta_scales": list(self.tta_scales),  # used by tta=ms/flip+ms only; asked for at test/predict time
         }
 
     def describe(self) -> str:
@@ -96,7 +98,8 @@ class InferenceSettings:
             w = f"{self.window[0]}x{self.window[1]}" if self.window else "input-size"
             scale = "native resolution" if self.train_scale in (None, 1.0) else f"scale {self.train_scale:g}"
             text = f"slide {w} windows, overlap {self.overlap:g}, {self.blend} blend, at {scale}"
-        return text + ("" if self.tta == "none" else f", TTA {self.tta}")
+        scales = f" at scales {','.join(f'{v:g}' for v in self.tta_scales)}" if "ms" in self.tta else ""
+        return text + ("" if self.tta == "none" else f", TTA {self.tta}{scales}")
 
 
 def from_record(record: Mapping[str, Any] | None) -> InferenceSettings:
@@ -106,6 +109,8 @@ def from_record(record: Mapping[str, Any] | None) -> InferenceSettings:
     kept = {k: record[k] for k in RECORDED if record.get(k) is not None}
     if kept.get("window") is not None:
         kept["window"] = (int(kept["window"][0]), int(kept["window"][1]))
+    if kept.get("tta_scales") is not None:
+        kept["tta_scales"] = tuple(float(v) for v in kept["tta_scales"])
     return InferenceSettings(**kept)
 
 
@@ -121,6 +126,7 @@ def training_settings(cfg: Config) -> InferenceSettings:
         overlap=0.25 if p.overlap is None else p.overlap,
         blend=p.blend or "gaussian",
         train_scale=d.train_scale,
+        tta_scales=tuple(p.tta_scales or DEFAULT_TTA_SCALES),  # the scales this dataset's tta=ms is meant to use
     )
 
 
@@ -134,7 +140,9 @@ def resolve_settings(cfg: Config, info: ModelInfo) -> InferenceSettings:
     """
     s = from_record(info.inference)
     p = cfg.predict
-    updates: dict[str, Any] = {"tta": p.tta, "tta_scales": tuple(p.tta_scales), "batch": cfg.train.batch}
+    updates: dict[str, Any] = {"tta": p.tta, "batch": cfg.train.batch}
+    if p.tta_scales is not None:  # else the model's own (recorded at training; files from before: the default)
+        updates["tta_scales"] = tuple(p.tta_scales)
     for key, value in (("infer", p.infer), ("window", p.window), ("overlap", p.overlap), ("blend", p.blend)):
         if value is not None:
             updates[key] = tuple(value) if key == "window" else value
@@ -237,6 +245,7 @@ class ResizeTTAModel(nn.Module):
 
 
 __all__ = [
+    "DEFAULT_TTA_SCALES",
     "RECORDED",
     "InferenceSettings",
     "ResizeTTAModel",
