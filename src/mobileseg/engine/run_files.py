@@ -223,8 +223,8 @@ def write_model_card(trainer: TrainerState, result: TrainResult) -> Path:
         f"- Classes ({spec.num_classes}): {', '.join(spec.names)}"
         + (" (binary: one logit, threshold 0.5)" if spec.binary else ""),
         f"- Input: RGB {h}x{w}, values in [0, 1] (the model normalises itself)",
-        f"- Inference: {trainer.inference.describe()} (`infer`, `window`, `overlap`, `train_scale` recorded in "
-        "the checkpoint: test and predict use them by default)",
+        f"- Inference: {trainer.inference.describe()} (`infer`, `window`, `overlap`, `train_scale`, `tta_scales` "
+        "recorded in the checkpoint: test and predict use them by default)",
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
         f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}"

@@ -11,7 +11,7 @@ no code ever runs on loading. Entries (``format_version`` 2):
   (steps done in the next epoch, for an exact Ctrl-C resume), ``epoch_tally`` (that epoch's train figures so
   far, or None), ``best_fitness``, ``best_epoch``, ``metrics``
   (the last epoch's val metrics), ``history`` (the rows of results.csv), ``inference`` (how the model is
-  meant to predict: ``infer``, ``window``, ``overlap``, ``blend``, ``train_scale``; absent = resize);
+  meant to predict: ``infer``, ``window``, ``overlap``, ``blend``, ``train_scale``, ``tta_scales``; absent = resize);
 * ``last.pt`` only: ``optimizer``, ``scheduler``, ``scaler`` (or None); with ``ema`` on, ``model`` is the
   averaged weights, and ``train_model`` (the weights being trained) and ``ema`` (``decay``, ``updates``) are
   what a resume needs besides.

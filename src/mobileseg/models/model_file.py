@@ -61,7 +61,7 @@ class ModelInfo:
         in_channels: input bands (3 = RGB); other counts read images with their own bands and bit depth
             (:mod:`mobileseg.data.bands`), in training, prediction and exports alike.
         inference: how the model is meant to predict (``infer``, ``window``, ``overlap``, ``blend``,
-            ``train_scale``; see :mod:`mobileseg.engine.inference_mode`); None = resize to ``imgsz``.
+            ``train_scale``, ``tta_scales``; see :mod:`mobileseg.engine.inference_mode`); None = resize to ``imgsz``.
     """
 
     names: list[str]
