@@ -58,6 +58,9 @@ def test_wrong_count_or_text_is_a_clear_error():
         load_config(overrides=["scale=a,b"])
     with pytest.raises(ConfigError, match="sum to 1"):
         load_config(overrides=["split_ratios=0.5,0.1,0.1"])
+    for scales in ("0,1", "-1,1"):
+        with pytest.raises(ConfigError, match=r"predict.tta_scales: .*must be one or more numbers > 0"):
+            load_config(overrides=[f"tta_scales={scales}"])
 
 
 # ---------------------------------------------------------------------------------------------- keys twice

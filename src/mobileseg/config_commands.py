@@ -44,6 +44,14 @@ class PredictConfig(Section):
     _window = field_validator("window", mode="before")(lambda v: size_text(v))
     _window_multiple = field_validator("window")(lambda v: size_multiple(v))
 
+    @field_validator("tta_scales")
+    @classmethod
+    def _scales(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        # A scale of 0 or below has no image size; training records the scales, so refuse them before any work.
+        if v is not None and (not v or any(s <= 0 for s in v)):
+            raise ValueError(f"tta scales {v} must be one or more numbers > 0, e.g. tta_scales=0.75,1,1.25")
+        return v
+
     @field_validator("tta", mode="before")
     @classmethod
     def _tta(cls, v: Any) -> Any:
