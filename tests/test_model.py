@@ -251,6 +251,7 @@ def test_init_args_and_from_config() -> None:
         "decoder": "refine",
         "in_channels": 3,
         "decoder_channels": list(REFINE_FILTERS),
+        "decoder_context": 0,
     }
     assert model.freeze_bn and model.names is None and model.imgsz == (224, 224)
     assert Segmenter(**model.init_args).state_dict().keys() == model.state_dict().keys()
@@ -375,6 +376,29 @@ def test_a_fifth_decoder_width_adds_a_full_resolution_stage_fed_by_the_image(tmp
     torch.save(rgb.to_checkpoint(names=["bg", "fg"], imgsz=(64, 64)), tmp_path / "best.pt")
     result = mobileseg.export(weights=str(tmp_path / "best.pt"), verbose=False, threads=1)
     assert result.parity.ok and result.parity.max_abs_diff <= 1e-4  # ONNX (BatchNorm folded) matches PyTorch
+
+
+def test_decoder_context_pools_the_whole_image_and_survives_checkpoints() -> None:
+    """``decoder_context``: an image-pooling branch whose output at a pixel depends on the whole image."""
+    model = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8), decoder_context=16).eval()
+    deep = torch.rand(1, model.encoder.out_channels[-1], 4, 6)
+    changed = deep.clone()
+    changed[..., -1, -1] += 5.0  # one far corner of the deepest map
+    branch = model.decoder.context
+    a, b = branch(deep), branch(changed)
+    assert a.shape[1] == deep.shape[1] + 16
+    assert not torch.allclose(a[:, -16:, 0, 0], b[:, -16:, 0, 0])  # the opposite corner's pooled channels move
+    torch.testing.assert_close(a[:, :-16], deep)  # the feature itself passes through
+    loaded = Segmenter.from_checkpoint(model.to_checkpoint())
+    assert loaded.init_args["decoder_context"] == 16
+    assert "16-channel image-pooling" in _decoder_line(loaded.init_args)  # the model card says so
+    x = torch.rand(1, 3, 64, 96)
+    torch.testing.assert_close(loaded.eval()(x), model(x))
+    plain = Segmenter(num_classes=1, width_mult=0.35, decoder_channels=(40, 24, 16, 8))
+    assert not any(k.startswith("decoder.context") for k in plain.state_dict())  # old files load unchanged
+    assert load_config(overrides=["decoder_context=64"]).model.decoder_context == 64
+    with pytest.raises(ValueError, match="decoder_context"):
+        Segmenter(num_classes=1, decoder="tutorial", decoder_context=8)
 
 
 def test_refine_checkpoints_without_decoder_channels_keep_their_widths() -> None:

@@ -73,6 +73,12 @@ class ModelConfig(Section):
         description="filters of the decoder's 4 stages, deepest first (empty = the decoder's default: refine "
         "256,128,64,32; tutorial 512,256,128,64); refine takes a 5th for a full-resolution stage (e.g. ...,16)",
     )
+    decoder_context: int = Field(
+        0,
+        ge=0,
+        description="channels of an image-pooling branch (DeepLabV3's image-level feature) on the refine decoder's "
+        "deepest input; 0 = none",
+    )
     kernel_size: int = Field(3, ge=2, le=7, description="kernel of the tutorial decoder's transposed convolutions")
 
     @field_validator("decoder_channels")

@@ -211,6 +211,28 @@ class RefineBlock(nn.Module):
         return self.conv2(self.conv1(cat_channels([x, self.skip(skip)], self.training)))
 
 
+class ImagePooling(nn.Module):
+    """DeepLabV3's image-level feature: the deepest map's global average, a 1x1 conv + ReLU, concatenated everywhere.
+
+    Why: each pixel of the 1/32 map sees only its receptive field; the pooled vector tells every pixel what the
+    whole image holds (is there a pet, is this a street). The 1x1 conv has a bias and no BatchNorm: at batch 4 a
+    BatchNorm over four pooled vectors would be noise. The broadcast is an addition to zeros, not ``expand`` with
+    the map's size, so traced exports stay free of shape arithmetic.
+
+    Example:
+        >>> ImagePooling(320, 64)(torch.ones(2, 320, 7, 9)).shape
+        torch.Size([2, 384, 7, 9])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        pooled = torch.relu(self.conv(x.mean(dim=(2, 3), keepdim=True)))
+        return cat_channels([x, pooled + torch.zeros_like(x[:, :1])], self.training)
+
+
 class RefineDecoder(nn.Module):
     """The pix2pix decoder's shape (upsample, concatenate the skip, deepest first) with refinement convs.
 
@@ -231,6 +253,7 @@ class RefineDecoder(nn.Module):
         filters: filters of the stages, deepest first; one per skip (4), or 5 with the full-resolution stage.
         skip_filters: channels each skip is projected to (1x1 conv), deepest first; None = not projected.
         input_channels: channels of the image, the full-resolution stage's skip.
+        context: channels of an :class:`ImagePooling` branch on the deepest feature; 0 = none (the default).
 
     Example:
         >>> dec = RefineDecoder((96, 144, 192, 576, 320), num_classes=3)
@@ -246,9 +269,11 @@ class RefineDecoder(nn.Module):
         filters: Sequence[int] = REFINE_FILTERS,
         skip_filters: Sequence[int | None] = REFINE_SKIP_FILTERS,
         input_channels: int = 3,
+        context: int = 0,
     ) -> None:
         super().__init__()
         self.encoder_channels = tuple(int(c) for c in encoder_channels)
+        self.context = ImagePooling(self.encoder_channels[-1], context) if context > 0 else nn.Identity()
         self.full_resolution = len(filters) == len(self.encoder_channels)
         if len(filters) not in (len(self.encoder_channels) - 1, len(self.encoder_channels)):
             raise ValueError(
@@ -259,7 +284,7 @@ class RefineDecoder(nn.Module):
         if self.full_resolution:
             skips = (*skips, int(input_channels))
         blocks = []
-        in_ch = self.encoder_channels[-1]
+        in_ch = self.encoder_channels[-1] + max(int(context), 0)
         for out_ch, skip_ch, skip_out in zip(filters, skips, skip_filters[: len(filters)], strict=True):
             blocks.append(RefineBlock(in_ch, skip_ch, out_ch, skip_out))
             in_ch = out_ch
@@ -308,7 +333,7 @@ class RefineDecoder(nn.Module):
 
         With the full-resolution stage, ``features[0]`` is the normalised image and the logits come at its size.
         """
-        x = features[-1]
+        x = self.context(features[-1])
         for block, skip in zip(self.blocks, features[-2::-1], strict=True):
             x = block(x, skip)
         if self.full_resolution:
@@ -335,13 +360,15 @@ def build_decoder(
     dropout: float = 0.0,
     channels: Sequence[int] | None = None,
     input_channels: int = 3,
+    context: int = 0,
 ) -> nn.Module:
     """The decoder named by the ``decoder`` setting: ``'refine'`` (default) or ``'tutorial'`` (the TF tutorial's).
 
     ``kernel_size`` and ``dropout`` shape the tutorial's transposed-conv blocks; the refine decoder has neither.
     ``channels``: the filters of the four stages, deepest first (``decoder_channels``; smp's name); None = the
     decoder's own default (:func:`default_channels`). The refine decoder takes a fifth value for a
-    full-resolution stage whose skip is the image (``input_channels`` channels).
+    full-resolution stage whose skip is the image (``input_channels`` channels). ``context``: channels of the
+    refine decoder's image-pooling branch (``decoder_context``; 0 = none).
 
     Example:
         >>> type(build_decoder("tutorial", (96, 144, 192, 576, 320), 1)).__name__
@@ -353,5 +380,7 @@ def build_decoder(
         what = "4 positive integers (or 5: a full-resolution stage last)" if name == "refine" else "4 positive integers"
         raise ValueError(f"decoder_channels of '{name}' must be {what}, deepest stage first; got {list(filters)}")
     if name == "refine":
-        return RefineDecoder(encoder_channels, num_classes, filters=filters, input_channels=input_channels)
+        return RefineDecoder(encoder_channels, num_classes, filters, input_channels=input_channels, context=context)
+    if context:
+        raise ValueError(f"decoder_context needs decoder=refine (the tutorial has no context branch), got {context}")
     return Pix2PixDecoder(encoder_channels, num_classes, filters=filters, kernel_size=kernel_size, dropout=dropout)

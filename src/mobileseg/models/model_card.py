@@ -86,4 +86,6 @@ def _decoder_line(args: dict[str, Any]) -> str:
     if decoder == "tutorial":
         return f"pix2pix decoder as in the tutorial (transposed convs, kernel {args.get('kernel_size', 3)}{filters})"
     full = ", the last at full resolution on the image" if widths and len(widths) == 5 else ""
-    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs{filters}{full})"
+    context = args.get("decoder_context", 0)
+    pooled = f", a {context}-channel image-pooling branch" if context else ""
+    return f"pix2pix-shaped decoder '{decoder}' (bilinear upsampling + 3x3 refinement convs{filters}{full}{pooled})"

@@ -41,6 +41,7 @@ CONFIG_ARGS = (
     "freeze_bn",
     "decoder",
     "decoder_channels",
+    "decoder_context",
 )
 # What a checkpoint without a ``decoder`` entry was made with: every file written before the refine decoder.
 LEGACY_DECODER = "tutorial"
@@ -122,6 +123,8 @@ class Segmenter(nn.Module):
             a fifth adds the refine decoder's full-resolution stage; None = the decoder's default. Stored
             resolved, so checkpoints rebuild with the widths they were trained with; refine checkpoints without
             this entry have (256, 128, 64, 32).
+        decoder_context: channels of the refine decoder's image-pooling branch on the deepest feature
+            (:class:`~mobileseg.models.decoder.ImagePooling`); 0 = none, as in every file without the entry.
 
     Attributes:
         num_classes: output channels. binary: ``num_classes == 1``.
@@ -147,6 +150,7 @@ class Segmenter(nn.Module):
         decoder: str = "refine",
         in_channels: int = 3,
         decoder_channels: Sequence[int] | None = None,
+        decoder_context: int = 0,
     ) -> None:
         super().__init__()
         if int(num_classes) != num_classes or num_classes < 1:
@@ -165,6 +169,7 @@ class Segmenter(nn.Module):
             "in_channels": int(in_channels),
             # resolved, so a later change of the default never changes what a checkpoint rebuilds
             "decoder_channels": [int(c) for c in (decoder_channels or default_channels(str(decoder)))],
+            "decoder_context": int(decoder_context),
         }
         self.num_classes = int(num_classes)
         self.binary = self.num_classes == 1
@@ -185,6 +190,7 @@ class Segmenter(nn.Module):
             dropout=decoder_dropout,
             channels=self.init_args["decoder_channels"],
             input_channels=self.in_channels,
+            context=self.init_args["decoder_context"],
         )
         self.set_encoder_frozen(freeze_encoder)
         self.train(self.training)  # apply freeze_bn from the start
