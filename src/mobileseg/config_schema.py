@@ -81,6 +81,13 @@ class ModelConfig(Section):
     )
     kernel_size: int = Field(3, ge=2, le=7, description="kernel of the tutorial decoder's transposed convolutions")
 
+    @field_validator("decoder_context")
+    @classmethod
+    def _refine_only(cls, v: int, info: ValidationInfo) -> int:
+        if v and info.data.get("decoder") == "tutorial":
+            raise ValueError("needs decoder=refine; the tutorial decoder has no context branch")
+        return v
+
     @field_validator("decoder_channels")
     @classmethod
     def _stage_count(cls, v: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
