@@ -6,14 +6,17 @@
 #   benchmarks/pets_lever.sh NAME [key=value ...]
 #   benchmarks/pets_lever.sh e45 epochs=45            # runs/train/pets_e45_s0, pets_e45_s1
 #   benchmarks/pets_lever.sh preset                   # the preset itself, as the baseline
-# The table lands in runs/levers/NAME.txt (one line per seed, checkpoint and test setting). About an hour on a
-# 2-core AVX2 machine in fp32; the two seeds need two free cores.
+#   SEEDS=2 benchmarks/pets_lever.sh preset           # another seed (seeds alternate between the two cores,
+#   SEEDS=2 FIRST_CORE=1 benchmarks/pets_lever.sh ctx128 decoder_context=128   # starting at FIRST_CORE)
+# The table lands in runs/levers/NAME.txt (one line per seed, checkpoint and test setting). About 25 min on the
+# 2-core Zen 4 machine (bf16), an hour on the 2-core AVX2 machine (fp32); the two seeds need two free cores.
 set -euo pipefail
 NAME=${1:?usage: benchmarks/pets_lever.sh NAME [key=value ...]}
 shift
 DATA=${DATA:-../shared/data/oxford_pets}
 WEIGHTS=${WEIGHTS:-../shared/weights/mobilenet_v2_imagenet.pt}
 MS=${MS:-.venv/bin/mobileseg}
+SEEDS=${SEEDS:-0 1}  # e.g. SEEDS=2 for a third seed alone, SEEDS="0 1 2" for three
 OUT=runs/levers
 mkdir -p "$OUT"
 
@@ -34,7 +37,11 @@ one_seed() {  # core seed: train, then test both checkpoints three ways; prints 
   done
 }
 
-one_seed 0 0 "$@" >"$OUT/$NAME.s0.txt" &
-one_seed 1 1 "$@" >"$OUT/$NAME.s1.txt" &
+core=${FIRST_CORE:-0}
+for seed in $SEEDS; do  # one run per core at a time: the seeds alternate between cores 0 and 1
+  one_seed "$core" "$seed" "$@" >"$OUT/$NAME.s$seed.txt" &
+  core=$((1 - core))
+  [ "$core" = "${FIRST_CORE:-0}" ] && wait
+done
 wait
-cat "$OUT/$NAME.s0.txt" "$OUT/$NAME.s1.txt" | tee "$OUT/$NAME.txt"
+for seed in $SEEDS; do cat "$OUT/$NAME.s$seed.txt"; done | tee "$OUT/$NAME.txt"
