@@ -399,6 +399,8 @@ def test_decoder_context_pools_the_whole_image_and_survives_checkpoints() -> Non
     assert load_config(overrides=["decoder_context=64"]).model.decoder_context == 64
     with pytest.raises(ValueError, match="decoder_context"):
         Segmenter(num_classes=1, decoder="tutorial", decoder_context=8)
+    with pytest.raises(ValueError, match="decoder_context"):
+        Segmenter(num_classes=1, decoder_context=-1)
     with pytest.raises(ValueError, match="decoder_context"):  # a config error, before any weights are read
         load_config(overrides=["decoder=tutorial", "decoder_context=8"])
 

@@ -273,7 +273,9 @@ class RefineDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder_channels = tuple(int(c) for c in encoder_channels)
-        self.context = ImagePooling(self.encoder_channels[-1], context) if context > 0 else nn.Identity()
+        if int(context) != context or context < 0:
+            raise ValueError(f"decoder_context must be a channel count >= 0 (0 = no context branch), got {context}")
+        self.context = ImagePooling(self.encoder_channels[-1], int(context)) if context else nn.Identity()
         self.full_resolution = len(filters) == len(self.encoder_channels)
         if len(filters) not in (len(self.encoder_channels) - 1, len(self.encoder_channels)):
             raise ValueError(
@@ -284,7 +286,7 @@ class RefineDecoder(nn.Module):
         if self.full_resolution:
             skips = (*skips, int(input_channels))
         blocks = []
-        in_ch = self.encoder_channels[-1] + max(int(context), 0)
+        in_ch = self.encoder_channels[-1] + int(context)
         for out_ch, skip_ch, skip_out in zip(filters, skips, skip_filters[: len(filters)], strict=True):
             blocks.append(RefineBlock(in_ch, skip_ch, out_ch, skip_out))
             in_ch = out_ch
