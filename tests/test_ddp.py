@@ -56,7 +56,10 @@ def _torchrun_train(data: Path, project: Path, keys: dict) -> list[str]:
 
 def test_two_process_gloo_matches_single_process(tmp_path):
     data = make_shapes_dataset(tmp_path / "data", n=16)
-    keys = {**FAST, "epochs": 2, "batch": 4, "lr": 3e-3}
+    # fp32 (amp=False): on a CPU with bf16 units, autocast rounds each conv's output to bf16, and oneDNN's blocking
+    # differs between a rank's shard and the whole split, so the val loss moved by 4e-4 (relative) with nothing wrong
+    # with the BatchNorm statistics this test guards; in fp32 they agree within the 1e-5 asserted below.
+    keys = {**FAST, "epochs": 2, "batch": 4, "lr": 3e-3, "amp": False}
     single = mobileseg.train(data=str(data), project=str(tmp_path / "single"), **keys)
     cmd = _torchrun_train(data, tmp_path / "ddp", keys)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
@@ -77,7 +80,9 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     rows = _rows(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     # Val metrics reduced over ranks = the same checkpoint evaluated whole in one process.
-    last = mobileseg.val(weights=str(run / "weights" / "last.pt"), project=str(tmp_path / "eval"), verbose=False)
+    last = mobileseg.val(
+        weights=str(run / "weights" / "last.pt"), project=str(tmp_path / "eval"), verbose=False, amp=False
+    )
     assert last["iou"] == pytest.approx(float(rows[-1]["val/iou"]), abs=1e-6)
     assert last["accuracy"] == pytest.approx(float(rows[-1]["val/accuracy"]), abs=1e-6)
     # The loss is continuous: it shows whether every rank's shard was scored with rank 0's BatchNorm statistics.
