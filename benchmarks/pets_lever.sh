@@ -17,6 +17,7 @@ DATA=${DATA:-../shared/data/oxford_pets}
 WEIGHTS=${WEIGHTS:-../shared/weights/mobilenet_v2_imagenet.pt}
 MS=${MS:-.venv/bin/mobileseg}
 SEEDS=${SEEDS:-0 1}  # e.g. SEEDS=2 for a third seed alone, SEEDS="0 1 2" for three
+FIRST_CORE=${FIRST_CORE:-0}  # the core of the first seed (0 or 1)
 OUT=runs/levers
 mkdir -p "$OUT"
 
@@ -37,11 +38,11 @@ one_seed() {  # core seed: train, then test both checkpoints three ways; prints 
   done
 }
 
-core=${FIRST_CORE:-0}
+core=$FIRST_CORE
 for seed in $SEEDS; do  # one run per core at a time: the seeds alternate between cores 0 and 1
   one_seed "$core" "$seed" "$@" >"$OUT/$NAME.s$seed.txt" &
   core=$((1 - core))
-  [ "$core" = "${FIRST_CORE:-0}" ] && wait
+  [ "$core" = "$FIRST_CORE" ] && wait
 done
 wait
 for seed in $SEEDS; do cat "$OUT/$NAME.s$seed.txt"; done | tee "$OUT/$NAME.txt"
