@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 
 import torch
 
 from mobileseg.engine.runtime import cpu_has_native_bf16
+from mobileseg.errors import run_script
 from mobileseg.models import Segmenter
 from mobileseg.timing import Candidate, load_average, measure_interleaved
 
@@ -58,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from mobileseg.deploy.runtimes import load_predictor
+from mobileseg.errors import run_script
 
 
 def transitions(mask: np.ndarray) -> np.ndarray:
@@ -44,4 +45,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from mobileseg.errors import MobilesegError
+from mobileseg.errors import MobilesegError, run_script
 from mobileseg.models.model_file import load_model
 
 
@@ -138,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

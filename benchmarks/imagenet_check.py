@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 
+from mobileseg.errors import run_script
 from mobileseg.models import Segmenter, safe_torch_load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,4 +100,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mobileseg.errors import run_script
+
 PETS = Path("/work/shared/data/oxford_pets/images")
 START_TIMEOUT_S = 180
 
@@ -283,4 +285,4 @@ def _s(seconds: float | None) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

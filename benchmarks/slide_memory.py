@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from mobileseg.engine.inference_mode import InferenceSettings
 from mobileseg.engine.predictor import Predictor
+from mobileseg.errors import run_script
 from mobileseg.models import Segmenter
 from mobileseg.models.model_file import load_model
 
@@ -54,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

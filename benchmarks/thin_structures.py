@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from mobileseg.data.files import preset_doc
+from mobileseg.errors import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -175,4 +176,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ import torch
 
 from mobileseg.engine.loss import SegmentationLoss
 from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
+from mobileseg.errors import run_script
 from mobileseg.models import Segmenter
 
 LEVERS: dict[str, str] = {
@@ -116,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from train_levers import make_step, measure  # same folder: the step every lever
 
 from mobileseg.config import load_config
 from mobileseg.engine.runtime import cpu_has_native_bf16, setup_threads
+from mobileseg.errors import run_script
 from mobileseg.models import Segmenter
 
 
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

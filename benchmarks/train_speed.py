@@ -29,9 +29,12 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mobileseg.errors import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,4 +238,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

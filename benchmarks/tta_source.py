@@ -14,6 +14,7 @@ one confusion matrix over all test pixels, as ``test`` keeps.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -27,6 +28,7 @@ from mobileseg.data.loading import open_image
 from mobileseg.data.resolve import resolve_dataset
 from mobileseg.engine.inference import flip_average, resize_tta, scaled_size
 from mobileseg.engine.metrics import ConfusionMatrix
+from mobileseg.errors import run_script
 from mobileseg.models.checkpoint import load_checkpoint
 from mobileseg.models.segmenter import Segmenter
 
@@ -74,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -12,7 +12,9 @@ import yaml
 
 from mobileseg.cli import main, parse_args
 from mobileseg.config import ConfigError, load_config
-from mobileseg.errors import MissingFileError
+from mobileseg.errors import DataError, MissingFileError, run_script
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,6 +84,32 @@ def test_errors_are_one_readable_line(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_scripts_report_a_user_error_in_one_line_and_a_bug_with_its_traceback(tmp_path, capsys, monkeypatch):
+    """``run_script`` gives benchmark scripts the command line's error shape (they once showed a traceback)."""
+
+    def bad_data() -> None:
+        raise DataError("masks/a.png: 3 values outside mask_values")
+
+    assert run_script(bad_data) == 1
+    assert "error: masks/a.png: 3 values outside mask_values" in capsys.readouterr().err
+    assert run_script(lambda: None) == 0 and run_script(lambda: 3) == 3
+    with pytest.raises(ZeroDivisionError):  # not a user error: the traceback stays
+        run_script(lambda: 1 // 0)
+    monkeypatch.setenv("MOBILESEG_DEBUG", "1")
+    with pytest.raises(DataError):
+        run_script(bad_data)
+    monkeypatch.delenv("MOBILESEG_DEBUG")
+    script = REPO / "benchmarks" / "edge_comb.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "missing.pt"), "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"edge_comb.py: error: model file not found: {tmp_path / 'missing.pt'}"
 
 
 def test_a_key_the_command_does_not_read_is_named_in_a_warning(tmp_path, capsys, monkeypatch):

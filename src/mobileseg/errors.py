@@ -15,6 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 
 class MobilesegError(Exception):
     """Base of every error worded for the user (no traceback needed)."""
@@ -52,6 +57,32 @@ class NonFiniteLossError(TrainingError):
     """The loss became NaN/inf: the run stops, and the last good checkpoint stays as it was."""
 
 
+def run_script(main: Callable[[], int | None]) -> int:
+    """Run a script's ``main`` as the command line runs a command: a user error is one line, a bug a traceback.
+
+    Why: the scripts in ``benchmarks/`` and ``examples/`` call the public API, whose errors for a missing
+    checkpoint or a bad dataset already name the file and the fix; printed under a traceback that message is easy
+    to miss and looks like a crash. ``MOBILESEG_DEBUG=1`` shows the traceback anyway. Anything outside
+    :class:`MobilesegError` propagates untouched.
+
+    Returns:
+        ``main``'s exit status (0 when it returns None), or 1 after printing a user error; for ``sys.exit``.
+
+    Example:
+        >>> def main():
+        ...     raise MissingFileError("weights file not found: best.pt")
+        >>> run_script(main)  # prints "<script>: error: weights file not found: best.pt" to stderr
+        1
+    """
+    try:
+        return int(main() or 0)
+    except MobilesegError as e:
+        if os.environ.get("MOBILESEG_DEBUG"):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        return 1
+
+
 __all__ = [
     "ConfigError",
     "DataError",
@@ -62,4 +93,5 @@ __all__ = [
     "NonFiniteLossError",
     "TrainingError",
     "WeightsError",
+    "run_script",
 ]
