@@ -290,6 +290,30 @@ def test_importing_the_tflite_converter_prints_no_library_notice():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "register_constant" not in proc.stderr, proc.stderr
+    assert "absl::InitializeLog" not in proc.stderr and "port.cc" not in proc.stderr, proc.stderr  # C++, on fd 2
+
+
+def test_native_log_filter_drops_only_the_known_cpp_notices(capfd):
+    """TensorFlow, LiteRT and ExecuTorch write notices to fd 2 from C++ (four to six lines per export, model load or
+    `mobileseg predict` with a phone file); the filter drops those lines and passes the rest on, in order."""
+    import os
+
+    from mobileseg.deploy.phone_runtimes import native_log_filter
+
+    noise = (
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        b"I0000 00:00:1796671514.850656   22852 port.cc:153] oneDNN custom operations are on.\n"
+        b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+        b"[cpuinfo_utils.cpp:87] Failed to open midr file /sys/devices/soc0/image_version\n"
+        b"[threadpool.cpp:66] Resetting threadpool to 1 threads.\n"
+    )
+    with native_log_filter():
+        os.write(2, noise + b"E0000 00:00:1.5   7 model.cc:12] a real error\n")
+        os.write(2, b"no newline at the end")
+    kept = "E0000 00:00:1.5   7 model.cc:12] a real error\nno newline at the end"
+    assert capfd.readouterr().err == kept
+    os.write(2, noise[:20] + b"\n")  # outside the block nothing is filtered
+    assert capfd.readouterr().err == noise[:20].decode() + "\n"
 
 
 def test_executorch_int8_keeps_the_float_layers_in_float():

@@ -40,6 +40,7 @@ from mobileseg.deploy.mobile import PhoneExportOptions, PhoneFormat, export_phon
 from mobileseg.deploy.phone_runtimes import (
     METADATA_KEY,
     LiteRTBackend,
+    native_log_filter,
     one_line,
     quiet_libraries,
     read_tflite_metadata,
@@ -112,7 +113,12 @@ def _write(
     litert_torch = require("litert_torch", WHAT)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its progress bars are noise in a CLI log
     try:
-        with quiet_libraries(), torch.no_grad(), tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp:
+        with (
+            quiet_libraries(),
+            native_log_filter(),
+            torch.no_grad(),
+            tempfile.TemporaryDirectory(prefix="mobileseg-tflite-") as tmp,
+        ):
             float_path = Path(tmp) / "float.tflite" if calib is not None else path
             litert_torch.convert(graph, (sample,)).export(str(float_path))
             set_tflite_metadata(float_path, meta)  # the quantizer keeps the flatbuffer's metadata entries

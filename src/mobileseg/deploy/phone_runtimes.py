@@ -11,6 +11,10 @@ import contextlib
 import importlib
 import json
 import logging
+import os
+import re
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,13 +48,62 @@ def quiet_libraries() -> Iterator[None]:
             logging.disable(previous)
 
 
+# What TensorFlow's and LiteRT's C++ code writes straight to file descriptor 2 on every export or model load:
+# absl's notice that logging was never initialised, its INFO lines ("I0000 00:00:... port.cc:153] oneDNN custom
+# operations are on ...", "flatbuffer_export.cc:...] Estimated count of arithmetic ops"), TFLite's XNNPACK notice and
+# ExecuTorch's threadpool set-up ("[cpuinfo_utils.cpp:87] Failed to open midr file ...": ARM files probed on x86).
+NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|\[cpuinfo_utils\.cpp:\d+\] .*|\[threadpool\.cpp:\d+\] Resetting threadpool to \d+ threads\."
+)
+
+
+@contextlib.contextmanager
+def native_log_filter(noise: re.Pattern[str] = NATIVE_NOISE) -> Iterator[None]:
+    """Drop the lines matching ``noise`` that C/C++ code writes to stderr (fd 2) inside the block; pass on the rest.
+
+    Why: :func:`quiet_libraries` reaches Python's warnings and logging only; TensorFlow and LiteRT log from C++
+    straight to the file descriptor, four lines of developer notices on every ``format=tflite`` export. fd 2 is
+    pointed at a pipe whose reader thread forwards every other line at once (a warning or a crash message still
+    shows, in order), so only the known notices go. Without a usable fd 2 the block runs unfiltered.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not noise.fullmatch(line.decode(errors="replace").rstrip("\r\n")):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=forward, name="mobileseg-native-log-filter", daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees the end and stops
+        reader.join()
+        os.close(saved)
+
+
 def require(module: str, what: str) -> Any:
     """Import ``module`` or raise one line naming the extra: ``format=executorch needs the 'mobile' extra: ...``.
 
     Imported with library warnings and logging silenced: litert_torch's import logs a torch deprecation notice
-    (``register_constant()`` on an Enum) meant for its developers, the first line a user exporting would see."""
+    (``register_constant()`` on an Enum) meant for its developers, the first line a user exporting would see, and
+    TensorFlow's C++ notices (:func:`native_log_filter`)."""
     try:
-        with quiet_libraries():
+        with quiet_libraries(), native_log_filter():
             return importlib.import_module(module)
     except ImportError as e:
         raise ExportError(f"{what} needs the 'mobile' extra: {EXTRA_HINT}") from e
@@ -149,21 +202,22 @@ class ExecutorchBackend(MobileBackend):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
-        if threads:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        with native_log_filter():  # the threadpool's "[cpuinfo_utils.cpp:71] Reading file ..." lines
+            if threads:
+                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-            _unsafe_reset_threadpool(int(threads))
-        try:
-            program = runtime.Runtime.get().load_program(self.path)
-            self.method = program.load_method("forward")
-            has_meta = METADATA_KEY in program.method_names
-            raw = program.load_method(METADATA_KEY).execute([])[0] if has_meta else "{}"
-            self.metadata: dict[str, str] = json.loads(raw)
-        except Exception as e:  # the runtime raises RuntimeError with C++ error codes; one line naming the file
-            raise WeightsError(
-                f"{self.path} is not a loadable ExecuTorch program ({one_line(e)}); re-export it with "
-                f"'mobileseg export format=executorch'"
-            ) from None
+                _unsafe_reset_threadpool(int(threads))
+            try:
+                program = runtime.Runtime.get().load_program(self.path)
+                self.method = program.load_method("forward")
+                has_meta = METADATA_KEY in program.method_names
+                raw = program.load_method(METADATA_KEY).execute([])[0] if has_meta else "{}"
+                self.metadata: dict[str, str] = json.loads(raw)
+            except Exception as e:  # the runtime raises RuntimeError with C++ error codes; one line naming the file
+                raise WeightsError(
+                    f"{self.path} is not a loadable ExecuTorch program ({one_line(e)}); re-export it with "
+                    f"'mobileseg export format=executorch'"
+                ) from None
         if self.method is None:
             raise WeightsError(f"{self.path} has no 'forward' method")
 
@@ -224,8 +278,9 @@ class LiteRTBackend(MobileBackend):
             raise FileNotFoundError(f"model file not found: {self.path}")
         try:
             self.metadata: dict[str, str] = _metadata_from(bytearray(self.path.read_bytes()))
-            self.interpreter = interpreter.Interpreter(model_path=str(self.path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with native_log_filter():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.interpreter = interpreter.Interpreter(model_path=str(self.path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except Exception as e:  # ValueError / RuntimeError from the flatbuffer or the C++ interpreter
             raise WeightsError(
                 f"{self.path} is not a loadable TFLite model ({one_line(e)}); re-export it with "
