@@ -293,7 +293,7 @@ def test_importing_the_tflite_converter_prints_no_library_notice():
     assert "absl::InitializeLog" not in proc.stderr and "port.cc" not in proc.stderr, proc.stderr  # C++, on fd 2
 
 
-def test_native_log_filter_drops_only_the_known_cpp_notices(capfd):
+def test_native_log_filter_drops_only_the_known_cpp_notices(capfd, monkeypatch):
     """TensorFlow, LiteRT and ExecuTorch write notices to fd 2 from C++ (four to six lines per export, model load or
     `mobileseg predict` with a phone file); the filter drops those lines and passes the rest on, in order."""
     import os
@@ -314,6 +314,10 @@ def test_native_log_filter_drops_only_the_known_cpp_notices(capfd):
     assert capfd.readouterr().err == kept
     os.write(2, noise[:20] + b"\n")  # outside the block nothing is filtered
     assert capfd.readouterr().err == noise[:20].decode() + "\n"
+    monkeypatch.setenv("MOBILESEG_DEBUG", "1")  # nor with the debugging switch on
+    with native_log_filter():
+        os.write(2, noise)
+    assert capfd.readouterr().err == noise.decode()
 
 
 def test_executorch_int8_keeps_the_float_layers_in_float():

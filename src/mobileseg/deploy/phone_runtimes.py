@@ -68,7 +68,13 @@ def native_log_filter(noise: re.Pattern[str] = NATIVE_NOISE) -> Iterator[None]:
     straight to the file descriptor, four lines of developer notices on every ``format=tflite`` export. fd 2 is
     pointed at a pipe whose reader thread forwards every other line at once (a warning or a crash message still
     shows, in order), so only the known notices go. Without a usable fd 2 the block runs unfiltered.
+
+    The cost: should the C++ code abort the process inside the block, its last lines may die in the pipe with
+    it. ``MOBILESEG_DEBUG=1`` (which also shows tracebacks) turns the filter off to see everything.
     """
+    if os.environ.get("MOBILESEG_DEBUG"):
+        yield
+        return
     sys.stderr.flush()
     try:
         saved = os.dup(2)
