@@ -60,9 +60,9 @@ class NonFiniteLossError(TrainingError):
 def run_script(main: Callable[[], int | None]) -> int:
     """Run a script's ``main`` as the command line runs a command: a user error is one line, a bug a traceback.
 
-    Why: the scripts in ``benchmarks/`` and ``examples/`` call the public API, whose errors for a missing
-    checkpoint or a bad dataset already name the file and the fix; printed under a traceback that message is easy
-    to miss and looks like a crash. ``MOBILESEG_DEBUG=1`` shows the traceback anyway. Anything outside
+    Why: the scripts in ``benchmarks/`` call the public API, whose errors for a missing checkpoint or a bad
+    dataset already name the file and the fix; printed under a traceback that message is easy to miss and looks
+    like a crash. ``MOBILESEG_DEBUG=1`` shows the traceback anyway. Anything outside
     :class:`MobilesegError` propagates untouched.
 
     Returns:
