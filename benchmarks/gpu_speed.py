@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from mobileseg.errors import MobilesegError, run_script
+from mobileseg.errors import run_script
 from mobileseg.models.model_file import load_model
 
 
@@ -122,10 +122,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_speed.py: no CUDA GPU here (mobileseg benchmark times the CPU backends)")
     torch.backends.cudnn.benchmark = True
-    try:
-        model, info, _ = load_model(args.weights)
-    except MobilesegError as e:  # missing, corrupt or not a mobileseg checkpoint: one line, not a traceback
-        sys.exit(f"gpu_speed.py: {e}")
+    model, info, _ = load_model(args.weights)  # a missing or corrupt file: run_script prints its one line
     imgsz = tuple(info.imgsz)
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "imgsz": imgsz}
     result["rows"] = torch_rows(model, imgsz, args.batch)
