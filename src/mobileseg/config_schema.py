@@ -198,6 +198,12 @@ class TrainConfig(Section):
         "val", description="what weights/best.pt holds: val = the epoch of the highest val IoU; last = the final epoch"
     )
     resume: str | None = Field(None, description="the run to continue: its weights/last.pt, or the run folder")
+    init: str | None = Field(
+        None,
+        description="start a new run from a trained model (a .pt checkpoint or a save_pretrained folder): "
+        "fine-tuning, or a second stage with other settings; its architecture is kept, a head for other classes "
+        "starts afresh",
+    )
     sync_bn: bool = Field(False, description="SyncBatchNorm under DDP (CUDA only)")
     plot_every: int = Field(1, ge=1, description="refresh plots every N epochs")
 

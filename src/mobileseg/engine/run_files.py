@@ -226,7 +226,9 @@ def write_model_card(trainer: TrainerState, result: TrainResult) -> Path:
         f"- Inference: {trainer.inference.describe()} (`infer`, `window`, `overlap`, `train_scale`, `tta_scales` "
         "recorded in the checkpoint: test and predict use them by default)",
         f"- Size: {s['params'] / 1e6:.2f} M parameters, {s['gflops']:.2f} GFLOPs per image, best.pt {size:.1f} MB",
-        f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
+        f"- Started from: `{cfg.train.init}` (`init`: every weight but a head for other classes)"
+        if cfg.train.init
+        else f"- Encoder weights: {describe_encoder_weights(cfg.model.encoder_weights)}",
         f"- Training: {result.epochs} epochs ({result.stopped}), best epoch {result.best_epoch}"
         + (
             " (no val split: best.pt holds the final epoch)"

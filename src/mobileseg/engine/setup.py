@@ -23,8 +23,63 @@ from mobileseg.engine.runtime import Dist, autocast_dtype, increment_path
 from mobileseg.errors import ConfigError, MissingFileError, TrainingError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import load_checkpoint, run_checkpoint
+from mobileseg.models.model_file import load_model
 from mobileseg.models.segmenter import set_normalization
 from mobileseg.models.weights import is_pretrained
+
+# The model keys that shape the weights: a run started from a file (``init``) takes them from it.
+ARCHITECTURE_KEYS = ("width_mult", "kernel_size", "decoder", "decoder_channels", "decoder_context")
+
+
+def starts_pretrained(cfg: Config) -> bool:
+    """Whether the encoder starts from trained weights (ImageNet, a file, or ``init``): it then learns slower."""
+    return is_pretrained(cfg.model.encoder_weights) or bool(cfg.train.init)
+
+
+def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, str]:
+    """``(model, whether its head starts afresh, a log line)`` for a new run started from ``train.init``.
+
+    Why: fine-tuning a trained model on new images, or a second stage with another loss or size, is a new run
+    (its own schedule, optimizer and folder), not a resume. The architecture is the file's, so ``cfg.model`` takes
+    it (keys given that differ are an error); every tensor is copied, except a head whose class count differs,
+    which starts as a fresh run's would. The input normalisation travels with the weights.
+
+    Raises:
+        MissingFileError, WeightsError: the file cannot be read as a mobileseg model.
+        ConfigError: a model key or the channel count given differs from the file's.
+    """
+    where = str(cfg.train.init)
+    source, _, _ = load_model(where)
+    args = source.init_args
+    given = cfg.model.model_fields_set
+    differ = [
+        f"{k}={_shown(getattr(cfg.model, k))} (the file: {_shown(args[k])})"
+        for k in ARCHITECTURE_KEYS
+        if k in given and _shown(getattr(cfg.model, k)) != _shown(args[k])
+    ]
+    if args["in_channels"] != cfg.data.channels:
+        differ.append(f"channels={cfg.data.channels} (the file: {args['in_channels']})")
+    if differ:
+        raise ConfigError(f"init: {where} is another architecture than this run's {', '.join(differ)}; drop those keys")
+    for k in ARCHITECTURE_KEYS:
+        setattr(cfg.model, k, tuple(args[k]) if k == "decoder_channels" else args[k])
+    model = Segmenter.from_config(
+        cfg.model.model_copy(update={"encoder_weights": "none"}), out_channels, in_channels=cfg.data.channels
+    )
+    own, theirs = model.state_dict(), source.state_dict()
+    fresh = sorted(k for k in own if k not in theirs or theirs[k].shape != own[k].shape)
+    if set(theirs) - set(own) or any(not k.startswith("decoder.head.") for k in fresh):
+        raise RuntimeError(f"init: {where} does not fit the model built from its own arguments: {fresh[:4]}")
+    model.load_state_dict({k: v for k, v in theirs.items() if k not in fresh}, strict=False)
+    note = f"init: weights from {where} ({len(own) - len(fresh)} of {len(own)} tensors)"
+    if fresh:
+        note += f"; the head starts afresh: the file has {source.num_classes} output(s), this data {out_channels}"
+    return model, bool(fresh), note
+
+
+def _shown(value: Any) -> str:
+    """A model key's value as compared and shown: ``decoder_channels`` lists and tuples alike."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.01) -> Callable[[int], float]:
@@ -47,7 +102,7 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     the pets model on 2 cores (``benchmarks/train_levers.py --only bf16 bf16+fused``: 1.03x the step).
     """
     t = cfg.train
-    enc_lr = t.lr * (t.encoder_lr_mult if is_pretrained(cfg.model.encoder_weights) else 1.0)
+    enc_lr = t.lr * (t.encoder_lr_mult if starts_pretrained(cfg) else 1.0)
     groups: list[dict[str, Any]] = []
     for part, lr in ((model.encoder, enc_lr), (model.decoder, t.lr)):
         decay = [p for p in part.parameters() if p.ndim > 1]
@@ -245,19 +300,22 @@ def checkpoint_state(
 
 
 __all__ = [
+    "ARCHITECTURE_KEYS",
     "amp_dtype",
     "build_optimizer",
     "changed_keys",
     "checkpoint_state",
     "check_batchnorm_values",
+    "model_from_init",
     "restore_state",
     "resume_config",
     "run_dir",
+    "starts_pretrained",
     "warmup_cosine",
 ]
 
 
-def init_from_train_split(model: Segmenter, train: Any, counts: np.ndarray | None) -> None:
+def init_from_train_split(model: Segmenter, train: Any, counts: np.ndarray | None, statistics: bool = True) -> None:
     """What a fresh model takes from its train split before the first step.
 
     * Input bands other than RGB: per-channel mean/std of the train images (ImageNet's do not fit them), stored in
@@ -265,9 +323,10 @@ def init_from_train_split(model: Segmenter, train: Any, counts: np.ndarray | Non
     * A binary refine head: its bias starts at the foreground's log-odds from ``counts`` (background,
       foreground pixels), see :meth:`~mobileseg.models.decoder.RefineDecoder.init_prior`.
 
-    Not called on resume: the checkpoint holds all of it.
+    Not called on resume: the checkpoint holds all of it; ``statistics=False`` (a run started from ``init``, whose
+    encoder learned on the file's statistics) sets the prior only.
     """
-    if model.in_channels != 3:
+    if model.in_channels != 3 and statistics:
         set_normalization(model, *channel_stats(train))
     prior = getattr(model.decoder, "init_prior", None)
     if model.num_classes == 1 and prior is not None and counts is not None and counts.sum() > 0:

@@ -44,16 +44,17 @@ from mobileseg.engine.setup import (
     check_batchnorm_values,
     checkpoint_state,
     init_from_train_split,
+    model_from_init,
     non_finite_message,
     restore_state,
     resume_config,
     run_dir,
+    starts_pretrained,
     warmup_cosine,
 )
 from mobileseg.errors import ConfigError, DataError, NonFiniteLossError
 from mobileseg.models import Segmenter
 from mobileseg.models.checkpoint import save_checkpoint
-from mobileseg.models.weights import is_pretrained
 
 
 class Trainer:
@@ -122,15 +123,19 @@ class Trainer:
     def _setup_model(self) -> None:
         cfg = self.cfg
         out_channels = 1 if self.spec.binary else self.spec.num_classes
-        model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
+        fresh = self.resume_ckpt is None  # a resume's checkpoint holds every weight, statistic and prior
+        self.init_note, fresh_head = "", fresh
+        if fresh and cfg.train.init:
+            model, fresh_head, self.init_note = model_from_init(cfg, out_channels)
+        else:
+            model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
         model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.crop or cfg.data.imgsz)
         tc = cfg.train
         auto = any(str(v).lower() == "auto" for v in (tc.loss, tc.class_weights, tc.pos_weight))
-        fresh = self.resume_ckpt is None
         # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
-        self.class_counts = count_class_pixels(self.train_base) if auto or (fresh and self.spec.binary) else None
-        if fresh:
-            init_from_train_split(model, self.train_base, self.class_counts)
+        self.class_counts = count_class_pixels(self.train_base) if auto or (fresh_head and self.spec.binary) else None
+        if fresh_head:  # started from init, the input statistics are the file's: only a new head needs its prior
+            init_from_train_split(model, self.train_base, self.class_counts, statistics=not self.init_note)
         if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -207,7 +212,7 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
         for line in self.spec.warning_lines():  # the dataset check's warnings (e.g. "everything is foreground")
             warn(line.removeprefix("WARNING: "))
-        if cfg.model.freeze_bn and not is_pretrained(cfg.model.encoder_weights):
+        if cfg.model.freeze_bn and not starts_pretrained(cfg):
             warn("freeze_bn=true with encoder_weights=none: BatchNorm stays at mean 0, var 1; use freeze_bn=false")
         # From here on, Ctrl-C finishes the current step and saves the exact position. On every rank: a terminal's
         # Ctrl-C (and torchrun's agent) signals every process, and a rank that died mid-step would leave the
@@ -221,6 +226,8 @@ class Trainer:
         try:
             self.emit("on_train_start")
             self.log(start_lines(self))
+            if self.init_note:
+                self.log(self.init_note)
             self._loop()
         finally:
             if catch:
