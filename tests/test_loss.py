@@ -349,3 +349,27 @@ def test_count_class_pixels():
     ]
     # class 0: 2 + 1, class 1: 1 + 3, class 2: 2 + 0; the three ignored pixels are not counted.
     assert count_class_pixels(_Masks(masks, ["a", "b", "c"])).tolist() == [3, 4, 2]
+
+
+@pytest.mark.parametrize("rows_elements", [1 << 24, 1000])  # all classes in one sort / two classes per block
+def test_lovasz_softmax_sorts_classes_in_blocks_with_the_per_class_value_and_gradient(monkeypatch, rows_elements):
+    """The blocked sort is the definition computed class by class: same loss, same gradient."""
+    from mobileseg.engine import lovasz
+
+    def per_class(probs, target):
+        losses = []
+        for c in torch.unique(target).tolist():
+            fg = (target == c).float()
+            errors, order = torch.sort((fg - probs[:, c]).abs(), descending=True)
+            losses.append(torch.dot(errors, lovasz._lovasz_grad(fg[order])))
+        return torch.stack(losses).mean()
+
+    monkeypatch.setattr(lovasz, "ROWS_ELEMENTS", rows_elements)
+    g = torch.Generator().manual_seed(0)
+    probs = torch.randn(500, 5, generator=g).softmax(1).requires_grad_()
+    target = torch.randint(0, 5, (500,), generator=g)
+    target[target == 3] = 1  # a class absent from the batch is not averaged in
+    got, want = lovasz.lovasz_softmax(probs, target), per_class(probs, target)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    (grad_got,), (grad_want,) = torch.autograd.grad(got, probs), torch.autograd.grad(want, probs)
+    assert torch.allclose(grad_got, grad_want, atol=1e-7)
