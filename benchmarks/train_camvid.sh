@@ -9,4 +9,5 @@ MS=${MS:-.venv/bin/mobileseg}
 NAME=${NAME:-camvid}
 $MS train cfg=examples/configs/camvid.yaml data=$DATA encoder_weights=$WEIGHTS name=$NAME exist_ok=true "$@"
 $MS test weights=runs/train/$NAME/weights/best.pt name=$NAME exist_ok=true
-$MS test weights=runs/train/$NAME/weights/best.pt name=${NAME}_tta exist_ok=true tta=flip+ms  # scales 0.75, 1, 1.25
+$MS test weights=runs/train/$NAME/weights/best.pt name=${NAME}_tta exist_ok=true tta=flip+ms  # the preset's 7 scales
+$MS test weights=runs/train/$NAME/weights/best.pt name=${NAME}_tta3 exist_ok=true tta=flip+ms tta_scales=0.75,1,1.25
