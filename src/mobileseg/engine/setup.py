@@ -60,7 +60,10 @@ def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, st
     if args["in_channels"] != cfg.data.channels:
         differ.append(f"channels={cfg.data.channels} (the file: {args['in_channels']})")
     if differ:
-        raise ConfigError(f"init: {where} is another architecture than this run's {', '.join(differ)}; drop those keys")
+        raise ConfigError(
+            f"init: {where} has another architecture than the keys given: {', '.join(differ)}; drop them (a run "
+            f"started from a file takes its architecture)"
+        )
     for k in ARCHITECTURE_KEYS:
         setattr(cfg.model, k, tuple(args[k]) if k == "decoder_channels" else args[k])
     model = Segmenter.from_config(
