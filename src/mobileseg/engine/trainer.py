@@ -135,7 +135,7 @@ class Trainer:
         # One pass over the train masks, which also fills the cache; labels.png reuses the counts.
         self.class_counts = count_class_pixels(self.train_base) if auto or (fresh_head and self.spec.binary) else None
         if fresh_head:  # started from init, the input statistics are the file's: only a new head needs its prior
-            init_from_train_split(model, self.train_base, self.class_counts, statistics=not self.init_note)
+            init_from_train_split(model, self.train_base, self.class_counts, statistics=not cfg.train.init)
         if self.dist.enabled and cfg.train.sync_bn:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
