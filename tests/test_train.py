@@ -477,6 +477,8 @@ def test_init_starts_a_new_run_from_every_weight_of_a_trained_model(trained, sha
     assert trainer.model.state_dict().keys() == saved.keys()
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in saved.items())
     assert "init: weights from" in trainer.init_note and "afresh" not in trainer.init_note
+    assert "names differ" not in trainer.init_note  # the same dataset: the same classes
+    assert trainer.cfg.model.encoder_weights == "none"  # nothing loaded besides the file (args.yaml says so)
     run = mobileseg.train(data=str(shapes), init=str(trained.last), epochs=1, project=str(tmp_path), name="ft", **FAST)
     assert [r["epoch"] for r in run.history] == [1]
     assert run.save_dir != trained.save_dir
@@ -509,7 +511,12 @@ def test_init_keeps_the_file_architecture_and_renews_a_head_for_other_classes(tm
     assert kept and all(torch.equal(own[k], source.state_dict()[k]) for k in kept)
     assert own["decoder.head.weight"].shape[0] == 3
     assert "the head starts afresh: the file has 1 output(s), this data 3" in trainer.init_note
-    for key in ({"decoder": "tutorial"}, {"decoder_context": 16}, {"channels": 1}):
+    # A head of the same class count is copied by position; the log line says when the names differ.
+    renamed = tmp_path / "renamed.pt"
+    torch.save(Segmenter(3).to_checkpoint(names=["sky", "road", "car"], imgsz=64), renamed)
+    other = Trainer(resolve_config(None, {"data": str(three), "init": str(renamed), **FAST}))
+    assert "copied by position although the class names differ (the file: sky, road, car" in other.init_note
+    for key in ({"decoder": "tutorial"}, {"decoder_context": 16}, {"channels": 1}, {"encoder_weights": "imagenet"}):
         with pytest.raises(ConfigError, match="another architecture"):
             Trainer(resolve_config(None, {"data": str(three), "init": str(path), **FAST, **key}))
     with pytest.raises(MissingFileError):

@@ -6,7 +6,7 @@ Kept apart from the loop (:mod:`mobileseg.engine.trainer`) so each piece reads a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +36,24 @@ def starts_pretrained(cfg: Config) -> bool:
     return is_pretrained(cfg.model.encoder_weights) or bool(cfg.train.init)
 
 
-def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, str]:
+def model_from_init(cfg: Config, out_channels: int, names: Sequence[str] | None = None) -> tuple[Segmenter, bool, str]:
     """``(model, whether its head starts afresh, a log line)`` for a new run started from ``train.init``.
 
     Why: fine-tuning a trained model on new images, or a second stage with another loss or size, is a new run
     (its own schedule, optimizer and folder), not a resume. The architecture is the file's, so ``cfg.model`` takes
     it (keys given that differ are an error); every tensor is copied, except a head whose class count differs,
-    which starts as a fresh run's would. The input normalisation travels with the weights.
+    which starts as a fresh run's would. The input normalisation travels with the weights. No encoder weights are
+    loaded besides the file's, so ``cfg.model.encoder_weights`` becomes ``none`` (what ``args.yaml`` then shows,
+    and what a resume of this run builds before loading its checkpoint).
+
+    Args:
+        names: the new data's class names. A head of the same class count is copied by position (Ultralytics'
+            rule: transfer by shape); when the file's names differ, the log line says so, since the copied head
+            then starts from another meaning of each output.
 
     Raises:
         MissingFileError, WeightsError: the file cannot be read as a mobileseg model.
-        ConfigError: a model key or the channel count given differs from the file's.
+        ConfigError: a model key, ``encoder_weights`` or the channel count given differs from the file's.
     """
     where = str(cfg.train.init)
     source, _, _ = load_model(where)
@@ -59,6 +66,8 @@ def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, st
     ]
     if args["in_channels"] != cfg.data.channels:
         differ.append(f"channels={cfg.data.channels} (the file: {args['in_channels']})")
+    if "encoder_weights" in given and cfg.model.encoder_weights != "none":
+        differ.append(f"encoder_weights={cfg.model.encoder_weights} (the file holds the encoder's weights)")
     if differ:
         raise ConfigError(
             f"init: {where} has another architecture than the keys given: {', '.join(differ)}; drop them (a run "
@@ -66,9 +75,8 @@ def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, st
         )
     for k in ARCHITECTURE_KEYS:
         setattr(cfg.model, k, tuple(args[k]) if k == "decoder_channels" else args[k])
-    model = Segmenter.from_config(
-        cfg.model.model_copy(update={"encoder_weights": "none"}), out_channels, in_channels=cfg.data.channels
-    )
+    cfg.model.encoder_weights = "none"
+    model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
     own, theirs = model.state_dict(), source.state_dict()
     fresh = sorted(k for k in own if k not in theirs or theirs[k].shape != own[k].shape)
     if set(theirs) - set(own) or any(not k.startswith("decoder.head.") for k in fresh):
@@ -77,6 +85,11 @@ def model_from_init(cfg: Config, out_channels: int) -> tuple[Segmenter, bool, st
     note = f"init: weights from {where} ({len(own) - len(fresh)} of {len(own)} tensors)"
     if fresh:
         note += f"; the head starts afresh: the file has {source.num_classes} output(s), this data {out_channels}"
+    elif names is not None and source.names and list(source.names) != list(names):
+        note += (
+            f"; the head is copied by position although the class names differ (the file: "
+            f"{', '.join(source.names)}; this data: {', '.join(names)})"
+        )
     return model, bool(fresh), note
 
 

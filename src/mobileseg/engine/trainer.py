@@ -126,7 +126,7 @@ class Trainer:
         fresh = self.resume_ckpt is None  # a resume's checkpoint holds every weight, statistic and prior
         self.init_note, fresh_head = "", fresh
         if fresh and cfg.train.init:
-            model, fresh_head, self.init_note = model_from_init(cfg, out_channels)
+            model, fresh_head, self.init_note = model_from_init(cfg, out_channels, self.spec.names)
         else:
             model = Segmenter.from_config(cfg.model, out_channels, in_channels=cfg.data.channels)
         model.names, model.imgsz = list(self.spec.names), tuple(cfg.data.crop or cfg.data.imgsz)
