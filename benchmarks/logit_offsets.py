@@ -23,6 +23,7 @@ from mobileseg.config import resolve_config
 from mobileseg.deploy.runtimes import open_model
 from mobileseg.engine.evaluator import eval_loader, slide_setup
 from mobileseg.engine.inference_mode import resolve_settings
+from mobileseg.engine.metrics import ConfusionMatrix
 from mobileseg.engine.runtime import prepare
 from mobileseg.errors import ConfigError, run_script
 from mobileseg.models.model_file import load_trained_dataset, trained_data
@@ -30,22 +31,12 @@ from mobileseg.models.model_file import load_trained_dataset, trained_data
 STEPS = (-1.0, -0.6, -0.4, -0.2, -0.1, 0.1, 0.2, 0.4, 0.6, 1.0)
 
 
-def confusion(logp: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, ignore: int) -> torch.Tensor:
-    """[K, K] confusion matrix (rows: truth) of ``argmax(logp + offsets)``, in chunks of 16 images."""
-    k = logp.shape[1]
-    cm = torch.zeros(k, k, dtype=torch.long)
+def confusion(logp: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor, ignore: int) -> ConfusionMatrix:
+    """The evaluator's confusion matrix of ``argmax(logp + offsets)``, in chunks of 16 images."""
+    cm = ConfusionMatrix(logp.shape[1], ignore)
     for i in range(0, len(logp), 16):
-        pred = (logp[i : i + 16].float() + offsets.view(1, -1, 1, 1)).argmax(1)
-        t = target[i : i + 16]
-        valid = t != ignore
-        cm += torch.bincount(t[valid] * k + pred[valid], minlength=k * k).view(k, k)
+        cm.update(target[i : i + 16], (logp[i : i + 16].float() + offsets.view(1, -1, 1, 1)).argmax(1))
     return cm
-
-
-def iou(cm: torch.Tensor) -> torch.Tensor:
-    cm = cm.double()
-    tp = cm.diag()
-    return tp / (cm.sum(0) + cm.sum(1) - tp)
 
 
 def main() -> None:
@@ -78,24 +69,26 @@ def main() -> None:
     val, test = collect("val"), collect("test")
     print(f"collected {len(val[0])} val and {len(test[0])} test images in {time.perf_counter() - start:.0f} s")
     offsets = torch.zeros(spec.num_classes)
-    best = iou(confusion(*val, offsets, spec.ignore_index)).mean().item()
-    before = (best, iou(confusion(*test, offsets, spec.ignore_index)))
+    best = confusion(*val, offsets, spec.ignore_index).compute()["iou"]
+    before = (best, confusion(*test, offsets, spec.ignore_index))
     for r in range(args.rounds):
         for k in range(spec.num_classes):
             start_k, choice = offsets[k].item(), offsets[k].item()
             for step in STEPS:
                 trial = offsets.clone()
                 trial[k] = start_k + step
-                m = iou(confusion(*val, trial, spec.ignore_index)).mean().item()
+                m = confusion(*val, trial, spec.ignore_index).compute()["iou"]
                 if m > best + 1e-5:
                     best, choice = m, start_k + step
             offsets[k] = choice
         print(f"round {r + 1}: val mIoU {best:.4f}  offsets " + " ".join(f"{v:+.1f}" for v in offsets.tolist()))
-    after = iou(confusion(*test, offsets, spec.ignore_index))
-    print(f"val mIoU {before[0]:.4f} -> {best:.4f}; test mIoU {before[1].mean():.4f} -> {after.mean():.4f}")
+    after = confusion(*test, offsets, spec.ignore_index)
+    test_was, test_now = before[1].compute()["iou"], after.compute()["iou"]
+    print(f"val mIoU {before[0]:.4f} -> {best:.4f}; test mIoU {test_was:.4f} -> {test_now:.4f}")
+    was, now = before[1].per_class()["iou"], after.per_class()["iou"]
     print(f"{'class':<14}{'offset':>8}{'test IoU':>10}{'after':>8}")
     for k, name in enumerate(spec.names):
-        print(f"{name:<14}{offsets[k]:>+8.1f}{before[1][k]:>10.3f}{after[k]:>8.3f}")
+        print(f"{name:<14}{offsets[k]:>+8.1f}{was[k]:>10.3f}{now[k]:>8.3f}")
 
 
 if __name__ == "__main__":
